@@ -1,0 +1,104 @@
+"""The checkpoint format: a tensor-only ``state_dict`` file plus a JSON card that describes it.
+
+A checkpoint named ``NAME`` is two files side by side:
+
+``NAME.pt``
+    ``torch.save`` of the network's ``state_dict`` (tensors only), so it loads with
+    ``torch.load(..., weights_only=True)``: no pickled code, no network access.
+``NAME.json``
+    ``format_version``, ``model`` (the :class:`~pfn.model.ModelConfig` fields), ``prior`` (the
+    prior's config dict, enough to rebuild it), ``borders`` (the K + 1 bucket borders of the output
+    distribution), ``training`` (free-form summary: steps, tasks seen, wall time, validation
+    log-likelihoods, hardware) and ``sha256`` of ``NAME.pt``, checked on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pfn.model import ModelConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: weights plus the metadata needed to use them."""
+
+    state_dict: dict[str, Tensor]
+    model: ModelConfig
+    borders: Tensor  # (K + 1,) bucket borders of the output distribution
+    prior: dict = field(default_factory=dict)  # the prior's config dict (see priors.registry)
+    training: dict = field(default_factory=dict)  # free-form training summary
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    """``foo``, ``foo.pt`` or ``foo.json`` -> (foo.pt, foo.json)."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".pt", ".json") else path
+    return stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> tuple[Path, Path]:
+    """Write ``ckpt`` as ``path.pt`` + ``path.json`` (parents created); returns both paths."""
+    weights, card = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    torch.save(tensors, weights)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": ckpt.model.to_dict(),
+        "prior": ckpt.prior,
+        "borders": [float(b) for b in ckpt.borders.detach().cpu().double()],
+        "training": ckpt.training,
+        "sha256": _sha256(weights),
+    }
+    card.write_text(json.dumps(meta, indent=2) + "\n")
+    return weights, card
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises ``FileNotFoundError`` if either file is missing and ``ValueError`` if the format version
+    is unknown or the weights' sha256 does not match the card (a corrupt or swapped file).
+    """
+    weights, card = _paths(path)
+    for p in (weights, card):
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint file {p} does not exist")
+    meta = json.loads(card.read_text())
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{card}: checkpoint format_version {version!r} is not supported "
+            f"(this curvepfn reads version {FORMAT_VERSION})"
+        )
+    actual = _sha256(weights)
+    if actual != meta.get("sha256"):
+        raise ValueError(
+            f"{weights}: sha256 {actual} does not match {meta.get('sha256')} recorded in {card}; "
+            "the weights file is corrupt or belongs to another checkpoint"
+        )
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    return Checkpoint(
+        state_dict=state,
+        model=ModelConfig.from_dict(meta["model"]),
+        borders=torch.tensor(meta["borders"], dtype=torch.float32),
+        prior=meta.get("prior", {}),
+        training=meta.get("training", {}),
+    )

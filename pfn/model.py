@@ -1,0 +1,309 @@
+"""The curve-set transformer: a PFN that reads many partial learning curves and predicts any of them.
+
+Shape legend (batch first everywhere):
+    B  tasks
+    N  context tokens (observed points ``(curve, t, y)``)
+    M  query tokens (``(curve, t)`` whose ``y`` is predicted)
+    C  curves (configurations) of a task
+    D  hyperparameter slots (``ModelConfig.max_hps``)
+    H  attention heads, E = d_model // H per head
+    K  output buckets of the bar distribution
+
+Why not the FT-PFN design (one token per observation, full attention over all of them)? Its cost
+grows with N² and its curve identity is an embedding table with 1001 rows. Here every curve has one
+*latent* token instead:
+
+1. each context token is embedded from ``(t, y)`` plus its curve's hyperparameters;
+2. per layer, each curve latent pools its own tokens with attention restricted to that curve
+   (a segment softmax: O(N)), the curve latents attend to each other (O(C²)), and every token is
+   told its curve's new latent (O(N));
+3. each query reads its own curve's latent and attends to all curve latents (O(M·C)), then a
+   linear head gives K logits.
+
+Curve identity is just "which latent", so there is no cap on the number of configurations, and the
+cost is linear in N and M for a fixed number of curves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from priors.batch import CurveBatch
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Size and shape of the curve-set transformer."""
+
+    max_hps: int = 32  # D: hyperparameter slots; tasks with fewer are padded and masked
+    d_model: int = 128  # width of tokens, curve latents and queries
+    n_heads: int = 4  # attention heads (d_model must be divisible by it)
+    n_layers: int = 4  # pool / cross-curve / broadcast rounds
+    d_ff: int = 256  # hidden width of every feed-forward block
+    n_query_layers: int = 2  # query -> curve-latent cross-attention blocks
+    n_buckets: int = 1000  # K: logits of the bar distribution
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "n_layers", "d_ff", "n_query_layers", "n_buckets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_hps < 0:
+            raise ValueError(f"ModelConfig.max_hps must be >= 0, got {self.max_hps}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"ModelConfig.d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
+            )
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+# Per-curve summary statistics fed to the curve latent, computed from the context (see _curve_stats).
+_N_CURVE_STATS = 7
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+
+class _FeedForward(nn.Module):
+    """Pre-norm residual MLP block."""
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.mlp = _mlp(d_model, d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+class _SegmentPool(nn.Module):
+    """Each curve latent attends to the context tokens of its own curve only.
+
+    A segment softmax over the flattened tokens: linear in N, no (C, N) mask is ever built.
+    """
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.h, self.e = n_heads, d_model // n_heads
+        self.norm_z = nn.LayerNorm(d_model)
+        self.norm_x = nn.LayerNorm(d_model)
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int) -> Tensor:
+        """z (B, C, d) latents; x (B, N, d) tokens; seg (B*N,) flat curve index per token, with
+        ``n_seg - 1`` (= B*C) for padding tokens. Returns the updated z (B, C, d)."""
+        b, c, d = z.shape
+        q = self.q(self.norm_z(z)).reshape(b * c, self.h, self.e)  # (B*C, H, E)
+        k, v = self.kv(self.norm_x(x)).reshape(-1, 2, self.h, self.e).unbind(1)  # (B*N, H, E)
+        q_tok = torch.cat([q, q.new_zeros(1, self.h, self.e)])[seg]  # (B*N, H, E)
+        score = (q_tok * k).sum(-1) / math.sqrt(self.e)  # (B*N, H)
+        seg_h = seg[:, None].expand_as(score)
+        peak = score.new_full((n_seg, self.h), -torch.inf)
+        peak = peak.scatter_reduce(0, seg_h, score, reduce="amax", include_self=True)
+        w = torch.exp(score - peak[seg])  # (B*N, H)
+        denom = score.new_zeros(n_seg, self.h).index_add_(0, seg, w)  # (B*C+1, H)
+        pooled = v.new_zeros(n_seg, self.h, self.e).index_add_(0, seg, w[..., None] * v)
+        pooled = pooled[:-1] / denom[:-1, :, None].clamp_min(1e-20)  # (B*C, H, E); 0 if no tokens
+        return z + self.out(pooled.reshape(b, c, d))
+
+
+class _CrossAttention(nn.Module):
+    """Pre-norm residual multi-head attention of ``x`` onto ``memory`` with a key padding mask."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.h, self.e = n_heads, d_model // n_heads
+        self.norm_x = nn.LayerNorm(d_model)
+        self.norm_m = nn.LayerNorm(d_model)
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, memory: Tensor, key_mask: Tensor, *, self_attn: bool) -> Tensor:
+        """x (B, L, d) attends to memory (B, S, d) where key_mask (B, S) is True."""
+        b, n, d = x.shape
+        xn = self.norm_x(x)
+        mn = xn if self_attn else self.norm_m(memory)
+        q = self.q(xn).reshape(b, n, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
+        k, v = self.kv(mn).reshape(b, -1, 2, self.h, self.e).permute(2, 0, 3, 1, 4)  # (B,H,S,E)
+        # A task whose memory is all padding (only in padded inference batches) attends to all of
+        # it instead of producing NaN; its outputs are padding too and are never read.
+        key_mask = key_mask | ~key_mask.any(-1, keepdim=True)
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, S)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, E)
+        att = att.transpose(1, 2).reshape(b, n, d)
+        return x + self.out(att)
+
+
+class _Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.pool = _SegmentPool(cfg.d_model, cfg.n_heads)
+        self.curves = _CrossAttention(cfg.d_model, cfg.n_heads)
+        self.ff_z = _FeedForward(cfg.d_model, cfg.d_ff)
+        self.tell = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ff_x = _FeedForward(cfg.d_model, cfg.d_ff)
+
+    def forward(
+        self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int, curve_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        z = self.pool(z, x, seg, n_seg)  # (B, C, d)
+        z = self.curves(z, z, curve_mask, self_attn=True)
+        z = self.ff_z(z)
+        b, c, d = z.shape
+        z_flat = torch.cat([z.reshape(b * c, d), z.new_zeros(1, d)])
+        x = x + self.tell(z_flat[seg]).reshape(x.shape)  # (B, N, d)
+        x = self.ff_x(x)
+        return z, x
+
+
+@dataclass(frozen=True)
+class CurveSetInput:
+    """What the network reads: the padded tensors of B tasks (see the module shape legend).
+
+    Padding: hyperparameter slots where ``hp_mask`` is False, curves where ``curve_mask`` is False,
+    and tokens where ``ctx_mask`` / ``qry_mask`` is False are ignored.
+    """
+
+    configs: Tensor  # (B, C, D) in [0, 1]
+    hp_mask: Tensor  # (B, D) bool
+    curve_mask: Tensor  # (B, C) bool
+    ctx_curve: Tensor  # (B, N) long
+    ctx_t: Tensor  # (B, N) in (0, 1]
+    ctx_y: Tensor  # (B, N) in [0, 1]
+    ctx_mask: Tensor  # (B, N) bool
+    qry_curve: Tensor  # (B, M) long
+    qry_t: Tensor  # (B, M) in (0, 1]
+    qry_mask: Tensor  # (B, M) bool
+
+    @classmethod
+    def from_batch(cls, batch: CurveBatch) -> tuple[CurveSetInput, Tensor]:
+        """Split a prior batch at ``n_context`` into the network input and the targets (B, M)."""
+        n = batch.n_context
+        ones = torch.ones_like(batch.t, dtype=torch.bool)
+        inp = cls(
+            configs=batch.configs,
+            hp_mask=batch.hp_mask,
+            curve_mask=batch.curve_mask,
+            ctx_curve=batch.curve[:, :n],
+            ctx_t=batch.t[:, :n],
+            ctx_y=batch.y[:, :n],
+            ctx_mask=ones[:, :n],
+            qry_curve=batch.curve[:, n:],
+            qry_t=batch.t[:, n:],
+            qry_mask=ones[:, n:],
+        )
+        return inp, batch.y[:, n:]
+
+
+def _curve_stats(inp: CurveSetInput, seg: Tensor, n_seg: int) -> Tensor:
+    """Summary of each curve's context: (B, C, 7) = [observed?, log1p(#points)/7, last t,
+    last y, max y, mean y, min y]; zeros for curves without context."""
+    b, c = inp.curve_mask.shape
+    t, y = inp.ctx_t.reshape(-1), inp.ctx_y.reshape(-1)  # (B*N,)
+    ones = torch.ones_like(t)
+    count = t.new_zeros(n_seg).index_add_(0, seg, ones)
+    total = t.new_zeros(n_seg).index_add_(0, seg, y)
+    t_last = t.new_zeros(n_seg).scatter_reduce(0, seg, t, reduce="amax", include_self=True)
+    y_max = t.new_zeros(n_seg).scatter_reduce(0, seg, y, reduce="amax", include_self=True)
+    y_min = t.new_ones(n_seg).scatter_reduce(0, seg, y, reduce="amin", include_self=True)
+    is_last = t >= t_last[seg]
+    y_last = t.new_zeros(n_seg).index_add_(0, seg, torch.where(is_last, y, 0.0))
+    y_last = y_last / t.new_zeros(n_seg).index_add_(0, seg, is_last.to(t.dtype)).clamp_min(1)
+    seen = count > 0
+    stats = torch.stack(
+        [
+            seen.to(t.dtype),
+            torch.log1p(count) / 7.0,
+            t_last,
+            y_last,
+            y_max,
+            total / count.clamp_min(1),
+            torch.where(seen, y_min, 0.0),
+        ],
+        dim=-1,
+    )[:-1]  # (B*C, 7): drop the padding segment
+    return stats.reshape(b, c, _N_CURVE_STATS)
+
+
+class CurveSetTransformer(nn.Module):
+    """The PFN: ``forward(inp) -> logits (B, M, K)`` over the bar distribution's buckets."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed_config = _mlp(2 * config.max_hps, d, d)
+        self.embed_stats = _mlp(_N_CURVE_STATS, d, d)
+        self.embed_token = _mlp(4, d, d)
+        self.token_config = nn.Linear(d, d)
+        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.n_layers))
+        self.embed_query = _mlp(6, d, d)
+        self.query_curve = nn.Linear(d, d)
+        self.query_layers = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    _CrossAttention(d, config.n_heads),
+                    _FeedForward(d, config.d_ff),
+                ]
+            )
+            for _ in range(config.n_query_layers)
+        )
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.n_buckets))
+
+    def forward(self, inp: CurveSetInput) -> Tensor:
+        """Logits (B, M, K) of every query's value."""
+        b, c, d_hp = inp.configs.shape
+        if d_hp != self.config.max_hps:
+            raise ValueError(f"configs have {d_hp} hyperparameter slots, model expects "
+                             f"{self.config.max_hps}")
+        n_seg = b * c + 1  # flat curve index; the last one collects padding tokens
+        offset = torch.arange(b, device=inp.ctx_curve.device)[:, None] * c
+        seg = torch.where(inp.ctx_mask, inp.ctx_curve + offset, n_seg - 1).reshape(-1)  # (B*N,)
+
+        hp = inp.hp_mask.to(inp.configs.dtype)[:, None, :].expand_as(inp.configs)  # (B, C, D)
+        cfg = self.embed_config(torch.cat([inp.configs * hp, hp], dim=-1))  # (B, C, d)
+        stats = _curve_stats(inp, seg, n_seg)  # (B, C, 7)
+        z = cfg + self.embed_stats(stats)  # (B, C, d) curve latents
+
+        t, y = inp.ctx_t, inp.ctx_y
+        tok = torch.stack([t, y, torch.log(t.clamp_min(1e-4)), y * t], dim=-1)  # (B, N, 4)
+        cfg_flat = torch.cat([cfg.reshape(b * c, -1), cfg.new_zeros(1, cfg.shape[-1])])
+        x = self.embed_token(tok) + self.token_config(cfg_flat[seg]).reshape(b, -1, cfg.shape[-1])
+
+        for layer in self.layers:
+            z, x = layer(z, x, seg, n_seg, inp.curve_mask)
+
+        # Queries: own curve's latent and statistics, plus where t_q lies relative to its context.
+        q_idx = inp.qry_curve.clamp(0, c - 1)
+        own = torch.gather(z, 1, q_idx[..., None].expand(-1, -1, z.shape[-1]))  # (B, M, d)
+        own_stats = torch.gather(stats, 1, q_idx[..., None].expand(-1, -1, _N_CURVE_STATS))
+        tq = inp.qry_t
+        t_last, y_last = own_stats[..., 2], own_stats[..., 3]
+        q_feat = torch.stack(
+            [tq, torch.log(tq.clamp_min(1e-4)), tq - t_last, own_stats[..., 0], t_last, y_last],
+            dim=-1,
+        )  # (B, M, 6)
+        q = self.embed_query(q_feat) + self.query_curve(own)  # (B, M, d)
+        for attend, ff in self.query_layers:
+            q = ff(attend(q, z, inp.curve_mask, self_attn=False))
+        return self.head(q)  # (B, M, K)

@@ -1,0 +1,308 @@
+"""Pretraining the PFN on its prior: configs, the Lightning module, and the ``pretrain`` entry point.
+
+The prior is sampled inside ``training_step`` on the training device, from a generator seeded by
+``(seed, global step, rank)``: no data loader workers, nothing to copy to the GPU, and a resumed run
+sees exactly the batches it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from pfn.bar_distribution import BarDistribution, equal_mass_borders, uniform_borders
+from pfn.checkpoint import Checkpoint, save_checkpoint
+from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from priors.base import Prior
+from priors.batch import CurveBatch
+from priors.registry import make_prior
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr``."""
+
+    lr: float = 3e-4  # peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    warmup_fraction: float = 0.1  # share of max_steps spent warming up linearly from 0
+    min_lr_ratio: float = 0.0  # final learning rate as a fraction of lr
+    grad_clip: float = 1.0  # max global gradient norm
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"OptimConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"OptimConfig.warmup_fraction must be in [0, 1), got "
+                             f"{self.warmup_fraction}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that defines a pretraining run (JSON round-trip via to_dict / from_dict)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network
+    optim: OptimConfig = field(default_factory=OptimConfig)  # the optimiser and schedule
+    prior: dict = field(default_factory=lambda: {"name": "mixture"})  # priors.registry spec
+    batch_size: int = 25  # tasks per step and device
+    max_steps: int = 10_000  # optimiser steps
+    seed: int = 0  # seeds the prior stream, the validation set and the initial weights
+    borders: str = "uniform"  # bucket borders: "uniform" on [0, 1] or "equal-mass" under the prior
+    val_batches: int = 8  # fixed validation batches of batch_size prior tasks
+    val_fractions: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)  # context shares reported
+    val_every: int = 500  # steps between validations
+    checkpoint_every: int = 500  # steps between resumable Lightning checkpoints
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "val_batches", "val_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.borders not in ("uniform", "equal-mass"):
+            raise ValueError(f"TrainConfig.borders must be 'uniform' or 'equal-mass', got "
+                             f"{self.borders!r}")
+        if not all(0 < f < 1 for f in self.val_fractions):
+            raise ValueError(f"TrainConfig.val_fractions must lie in (0, 1), got "
+                             f"{self.val_fractions}")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable nested dict."""
+        out = asdict(self)
+        out["val_fractions"] = list(self.val_fractions)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["model"] = ModelConfig.from_dict(data.get("model", {}))
+        data["optim"] = OptimConfig(**data.get("optim", {}))
+        if "val_fractions" in data:
+            data["val_fractions"] = tuple(data["val_fractions"])
+        return cls(**data)
+
+
+def train_config(name: str) -> TrainConfig:
+    """A named variant: ``tiny`` (tests, seconds), ``small`` (CPU), ``base`` (GPU)."""
+    variants = {
+        "tiny": TrainConfig(
+            model=ModelConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, n_query_layers=1,
+                              n_buckets=100),
+            batch_size=4, max_steps=50, val_batches=2, val_every=25, checkpoint_every=25,
+            prior={"name": "ftpfn", "seq_len": 200, "n_configs": 50},
+        ),
+        "small": TrainConfig(
+            model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2),
+            batch_size=16, max_steps=20_000,
+        ),
+        "base": TrainConfig(
+            model=ModelConfig(d_model=256, n_heads=8, n_layers=6, d_ff=512, n_query_layers=2),
+            batch_size=64, max_steps=50_000, optim=OptimConfig(lr=2e-4),
+        ),
+    }
+    if name not in variants:
+        raise ValueError(f"unknown train config {name!r}; choose one of {sorted(variants)}")
+    return variants[name]
+
+
+def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warm-up, then cosine decay."""
+    warmup = int(optim.warmup_fraction * max_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine
+
+
+def resplit(batch: CurveBatch, n_context: int) -> CurveBatch:
+    """The same tasks cut at another context size.
+
+    Valid because priors order every task's tokens so that each curve's tokens appear in step
+    order: any cut leaves each curve's context a prefix and its queries later steps.
+    """
+    return replace(batch, n_context=n_context)
+
+
+def make_borders(config: TrainConfig, prior: Prior, device: torch.device | str = "cpu") -> Tensor:
+    """The K + 1 bucket borders: uniform on [0, 1], or quantiles of prior targets (equal mass)."""
+    k = config.model.n_buckets
+    if config.borders == "uniform":
+        return uniform_borders(k)
+    gen = torch.Generator(device=device).manual_seed(config.seed + 7_919)
+    ys = [prior.sample(config.batch_size, generator=gen).y.reshape(-1) for _ in range(20)]
+    return equal_mass_borders(torch.cat(ys).float().cpu(), k)
+
+
+class _Steps(IterableDataset):
+    """An endless stream of dummy items: the batch itself is sampled in ``training_step``."""
+
+    def __iter__(self):
+        while True:
+            yield 0
+
+
+class _Indices(Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class PFNModule(L.LightningModule):
+    """Lightning wrapper: samples the prior, computes the bar-distribution NLL, logs validation."""
+
+    def __init__(self, config: TrainConfig, borders: Tensor) -> None:
+        super().__init__()
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.net = CurveSetTransformer(config.model)
+        self.dist = BarDistribution(borders)
+        self.prior = make_prior(**config.prior)
+        self._val: list[CurveBatch] = []
+
+    def loss(self, batch: CurveBatch) -> Tensor:
+        """Mean negative log-likelihood of the query targets."""
+        inp, target = CurveSetInput.from_batch(batch)
+        logits = self.net(inp)  # (B, M, K)
+        return self.dist.nll(logits.float(), target).mean()
+
+    def _generator(self, step: int) -> torch.Generator:
+        seed = (self.config.seed * 1_000_003 + step) * 1_009 + self.global_rank
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def training_step(self, _: Tensor, batch_idx: int) -> Tensor:
+        batch = self.prior.sample(self.config.batch_size, generator=self._generator(self.global_step))
+        loss = self.loss(batch)
+        self.log("train/nll", loss, prog_bar=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def setup(self, stage: str) -> None:
+        # The fixed validation set: the same tasks for every run with this seed, on this device.
+        gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 104_729)
+        self._val = [
+            self.prior.sample(self.config.batch_size, generator=gen)
+            for _ in range(self.config.val_batches)
+        ]
+
+    def validation_step(self, index: Tensor, batch_idx: int) -> None:
+        batch = self._val[int(index)].to(self.device)
+        for frac in self.config.val_fractions:
+            cut = max(1, round(frac * batch.n_tokens))
+            ll = -self.loss(resplit(batch, cut))
+            self.log(f"val/ll@{frac:g}", ll, prog_bar=frac == self.config.val_fractions[-1])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Steps(), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Indices(self.config.val_batches), batch_size=None)
+
+    def configure_optimizers(self):
+        o, steps = self.config.optim, self.config.max_steps
+        opt = torch.optim.AdamW(self.net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, o, steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """Where ``pretrain`` put its outputs and what it measured."""
+
+    checkpoint: Path  # the exported NAME.pt (NAME.json beside it)
+    steps: int  # optimiser steps done in total (including earlier, resumed sessions)
+    wall_time_s: float  # seconds spent in this call
+    val_ll: dict[str, float]  # last validation log-likelihood per context fraction
+
+
+def pretrain(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    devices: int = 1,
+    accelerator: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+) -> PretrainResult:
+    """Train a PFN on ``config.prior`` and export it to ``out_dir/model.{pt,json}``.
+
+    Resumable: Lightning checkpoints go to ``out_dir/lightning/`` every ``checkpoint_every`` steps,
+    and with ``resume`` a new call continues from ``last.ckpt`` (these internal checkpoints hold the
+    optimiser state; only the exported ``model.pt`` is the product format). ``devices > 1`` trains
+    data-parallel with DDP; bf16 autocast is used on GPUs.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    device = "cuda" if on_gpu else "cpu"
+    borders = make_borders(config, make_prior(**config.prior), device)
+    module = PFNModule(config, borders)
+    ckpt_dir = out / "lightning"
+    checkpointing = ModelCheckpoint(
+        dirpath=ckpt_dir, save_last=True, every_n_train_steps=config.checkpoint_every,
+        save_top_k=0,
+    )
+    trainer = L.Trainer(
+        max_steps=config.max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision="bf16-mixed" if on_gpu else "32-true",
+        gradient_clip_val=config.optim.grad_clip,
+        val_check_interval=config.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(out, name="logs"),
+        callbacks=[checkpointing],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+    last = ckpt_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(last) if resume and last.is_file() else None)
+    wall = time.perf_counter() - start
+    trainer.validate(module, verbose=False)
+    val_ll = {
+        k.split("@", 1)[1]: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("val/ll@")
+    }
+    summary = {
+        "steps": int(trainer.global_step),
+        "tasks_seen": int(trainer.global_step) * config.batch_size * devices,
+        "wall_time_s_last_session": round(wall, 1),
+        "hardware": torch.cuda.get_device_name() if on_gpu else
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "devices": devices,
+        "val_ll_by_context_fraction": val_ll,
+        "train_config": config.to_dict(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
+    path, _ = save_checkpoint(
+        out / "model",
+        Checkpoint(
+            state_dict=module.net.state_dict(),
+            model=config.model,
+            borders=module.dist.borders,
+            prior=config.prior,
+            training=summary,
+        ),
+    )
+    return PretrainResult(checkpoint=path, steps=summary["steps"], wall_time_s=wall, val_ll=val_ll)

@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+
+D = 6
+
+
+def _input(b=2, c=5, n=30, m=7, seed=0) -> CurveSetInput:
+    g = torch.Generator().manual_seed(seed)
+    configs = torch.zeros(b, c, D)
+    configs[..., :3] = torch.rand(b, c, 3, generator=g)
+    hp_mask = torch.zeros(b, D, dtype=torch.bool)
+    hp_mask[:, :3] = True
+    return CurveSetInput(
+        configs=configs,
+        hp_mask=hp_mask,
+        curve_mask=torch.ones(b, c, dtype=torch.bool),
+        ctx_curve=torch.randint(0, c, (b, n), generator=g),
+        ctx_t=torch.rand(b, n, generator=g).clamp_min(0.01),
+        ctx_y=torch.rand(b, n, generator=g),
+        ctx_mask=torch.ones(b, n, dtype=torch.bool),
+        qry_curve=torch.randint(0, c, (b, m), generator=g),
+        qry_t=torch.rand(b, m, generator=g).clamp_min(0.01),
+        qry_mask=torch.ones(b, m, dtype=torch.bool),
+    )
+
+
+@pytest.fixture(scope="module")
+def net() -> CurveSetTransformer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(max_hps=D, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_buckets=20)
+    return CurveSetTransformer(cfg).eval()
+
+
+def _replace(inp: CurveSetInput, **kw) -> CurveSetInput:
+    return CurveSetInput(**{**inp.__dict__, **kw})
+
+
+def test_shape_and_finite(net):
+    out = net(_input())
+    assert out.shape == (2, 7, 20)
+    assert torch.isfinite(out).all()
+
+
+def test_context_order_does_not_matter(net):
+    inp = _input()
+    perm = torch.randperm(inp.ctx_t.shape[1], generator=torch.Generator().manual_seed(1))
+    shuffled = _replace(
+        inp, ctx_curve=inp.ctx_curve[:, perm], ctx_t=inp.ctx_t[:, perm], ctx_y=inp.ctx_y[:, perm]
+    )
+    torch.testing.assert_close(net(inp), net(shuffled), atol=1e-5, rtol=1e-5)
+
+
+def test_curve_labels_do_not_matter(net):
+    inp = _input()
+    perm = torch.tensor([3, 0, 4, 1, 2])  # new label of old curve i is perm[i]
+    inv = torch.argsort(perm)
+    relabelled = _replace(
+        inp,
+        configs=inp.configs[:, inv],
+        ctx_curve=perm[inp.ctx_curve],
+        qry_curve=perm[inp.qry_curve],
+    )
+    torch.testing.assert_close(net(inp), net(relabelled), atol=1e-5, rtol=1e-5)
+
+
+def test_queries_are_independent(net):
+    inp = _input()
+    first = _replace(inp, qry_curve=inp.qry_curve[:, :3], qry_t=inp.qry_t[:, :3],
+                     qry_mask=inp.qry_mask[:, :3])
+    torch.testing.assert_close(net(inp)[:, :3], net(first), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_is_ignored(net):
+    inp = _input(b=1)
+    pad_n, pad_c = 4, 2
+    padded = _replace(
+        inp,
+        configs=torch.cat([inp.configs, torch.rand(1, pad_c, D)], 1),
+        curve_mask=torch.cat([inp.curve_mask, torch.zeros(1, pad_c, dtype=torch.bool)], 1),
+        ctx_curve=torch.cat([inp.ctx_curve, torch.full((1, pad_n), 5)], 1),
+        ctx_t=torch.cat([inp.ctx_t, torch.rand(1, pad_n)], 1),
+        ctx_y=torch.cat([inp.ctx_y, torch.rand(1, pad_n)], 1),
+        ctx_mask=torch.cat([inp.ctx_mask, torch.zeros(1, pad_n, dtype=torch.bool)], 1),
+    )
+    # Values in padded hyperparameter slots must not leak either.
+    padded.configs[..., 4] = 0.77
+    torch.testing.assert_close(net(inp), net(padded), atol=1e-5, rtol=1e-5)
+
+
+def test_context_changes_the_prediction(net):
+    inp = _input()
+    other = _replace(inp, ctx_y=1.0 - inp.ctx_y)
+    assert not torch.allclose(net(inp), net(other), atol=1e-3)
+
+
+def test_empty_context_and_many_curves(net):
+    # No context at all (a cold start) and more than 1000 configurations: no cap anywhere.
+    inp = _input(b=1, c=3000, n=0, m=50)
+    out = net(inp)
+    assert out.shape == (1, 50, 20) and torch.isfinite(out).all()
+
+
+def test_wrong_hp_slots_rejected(net):
+    inp = _input()
+    with pytest.raises(ValueError, match="hyperparameter slots"):
+        net(_replace(inp, configs=torch.zeros(2, 5, D + 1)))
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [({"d_model": 30, "n_heads": 4}, "n_heads"), ({"n_layers": 0}, "n_layers"),
+     ({"max_hps": -1}, "max_hps")],
+)
+def test_config_validation(kw, name):
+    with pytest.raises(ValueError, match=name):
+        ModelConfig(**kw)
+
+
+def test_config_dict_round_trip():
+    cfg = ModelConfig(d_model=64, n_heads=2)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        ModelConfig.from_dict({"width": 3})

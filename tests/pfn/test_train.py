@@ -1,0 +1,84 @@
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pfn.bar_distribution import BarDistribution, uniform_borders
+from pfn.checkpoint import load_checkpoint
+from pfn.model import CurveSetInput, CurveSetTransformer
+from pfn.train import OptimConfig, TrainConfig, lr_factor, pretrain, train_config
+from priors.registry import make_prior
+
+
+def test_lr_schedule_by_hand():
+    o = OptimConfig(lr=1.0, warmup_fraction=0.1, min_lr_ratio=0.0)
+    assert lr_factor(0, o, 100) == pytest.approx(0.1)
+    assert lr_factor(9, o, 100) == pytest.approx(1.0)
+    assert lr_factor(10, o, 100) == pytest.approx(1.0)  # cosine starts at its peak
+    assert lr_factor(55, o, 100) == pytest.approx(0.5)  # half-way through the decay
+    assert lr_factor(100, o, 100) == pytest.approx(0.0, abs=1e-12)
+    o2 = OptimConfig(lr=1.0, warmup_fraction=0.0, min_lr_ratio=0.2)
+    assert lr_factor(50, o2, 100) == pytest.approx(0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi / 2)))
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+def test_train_config_round_trip(name):
+    cfg = train_config(name)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_bad_configs_name_the_field():
+    with pytest.raises(ValueError, match="unknown train config"):
+        train_config("huge")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="borders"):
+        TrainConfig(borders="log")
+    with pytest.raises(ValueError, match="lr"):
+        OptimConfig(lr=0.0)
+
+
+def test_tiny_model_overfits_one_batch():
+    cfg = train_config("tiny")
+    prior = make_prior(**cfg.prior)
+    batch = prior.sample(4, generator=torch.Generator().manual_seed(3))
+    inp, target = CurveSetInput.from_batch(batch)
+    torch.manual_seed(0)
+    net = CurveSetTransformer(cfg.model)
+    dist = BarDistribution(uniform_borders(cfg.model.n_buckets))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = dist.nll(net(inp), target).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # Memorising one batch: the NLL must fall far below its start (uniform density = 0 nats).
+    assert losses[-1] < losses[0] - 1.5, (losses[0], losses[-1])
+
+
+def test_pretrain_exports_and_resumes(tmp_path):
+    cfg = replace(train_config("tiny"), max_steps=12, val_every=6, checkpoint_every=6)
+    first = pretrain(cfg, tmp_path, accelerator="cpu", progress=False)
+    assert first.steps == 12
+    assert (tmp_path / "lightning" / "last.ckpt").is_file()
+    ckpt = load_checkpoint(first.checkpoint)
+    assert ckpt.model == cfg.model and ckpt.training["steps"] == 12
+    assert set(first.val_ll) == {f"{f:g}" for f in cfg.val_fractions}
+    # A second call with a larger budget continues from last.ckpt instead of starting over.
+    more = pretrain(replace(cfg, max_steps=18), tmp_path, accelerator="cpu", progress=False)
+    assert more.steps == 18
+    assert more.wall_time_s < 3 * first.wall_time_s + 5
+
+
+@pytest.mark.slow
+def test_held_out_loss_falls_during_cpu_training(tmp_path):
+    cfg = replace(train_config("tiny"), max_steps=400, val_every=400, checkpoint_every=400)
+    untrained = pretrain(replace(cfg, max_steps=1), tmp_path / "a", accelerator="cpu",
+                         progress=False)
+    trained = pretrain(cfg, tmp_path / "b", accelerator="cpu", progress=False)
+    for frac, ll in trained.val_ll.items():
+        assert ll > untrained.val_ll[frac] + 0.3, (frac, ll, untrained.val_ll[frac])
