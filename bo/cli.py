@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pfn import cli as pfn_cli
 from priors import cli as priors_cli
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     priors_cli.register(sub)
+    pfn_cli.register(sub)
     demo = sub.add_parser("demo", help="run the demo on the embedded defaults")
     demo.add_argument("--out", default="demo_out", help="folder for the demo's plots")
     demo.set_defaults(func=_demo)

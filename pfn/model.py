@@ -17,8 +17,11 @@ grows with N² and its curve identity is an embedding table with 1001 rows. Here
 2. per layer, each curve latent pools its own tokens with attention restricted to that curve
    (a segment softmax: O(N)), the curve latents attend to each other (O(C²)), and every token is
    told its curve's new latent (O(N));
-3. each query reads its own curve's latent and attends to all curve latents (O(M·C)), then a
-   linear head gives K logits.
+3. each query reads its own curve's latent and attends to the latents of all observed curves
+   (O(M·C)), then a linear head gives K logits.
+
+Curves without context (new configurations) read the observed ones but are never read, so the
+prediction for one query does not depend on which other queries are asked.
 
 Curve identity is just "which latent", so there is no cap on the number of configurations, and the
 cost is linear in N and M for a fixed number of curves.
@@ -127,31 +130,33 @@ class _SegmentPool(nn.Module):
 
 
 class _CrossAttention(nn.Module):
-    """Pre-norm residual multi-head attention of ``x`` onto ``memory`` with a key padding mask."""
+    """Pre-norm residual multi-head attention of ``x`` onto the observed curve latents.
+
+    A learned *sink* token is always among the keys, so a task without any observed curve (a cold
+    start) attends to the sink instead of producing NaN.
+    """
 
     def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         self.h, self.e = n_heads, d_model // n_heads
         self.norm_x = nn.LayerNorm(d_model)
         self.norm_m = nn.LayerNorm(d_model)
+        self.sink = nn.Parameter(torch.zeros(1, 1, d_model))
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, memory: Tensor, key_mask: Tensor, *, self_attn: bool) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, key_mask: Tensor) -> Tensor:
         """x (B, L, d) attends to memory (B, S, d) where key_mask (B, S) is True."""
         b, n, d = x.shape
-        xn = self.norm_x(x)
-        mn = xn if self_attn else self.norm_m(memory)
-        q = self.q(xn).reshape(b, n, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
-        k, v = self.kv(mn).reshape(b, -1, 2, self.h, self.e).permute(2, 0, 3, 1, 4)  # (B,H,S,E)
-        # A task whose memory is all padding (only in padded inference batches) attends to all of
-        # it instead of producing NaN; its outputs are padding too and are never read.
-        key_mask = key_mask | ~key_mask.any(-1, keepdim=True)
-        mask = key_mask[:, None, None, :]  # (B, 1, 1, S)
+        memory = torch.cat([self.sink.expand(b, -1, -1), memory], dim=1)  # (B, S+1, d)
+        key_mask = torch.cat([key_mask.new_ones(b, 1), key_mask], dim=1)  # (B, S+1)
+        q = self.q(self.norm_x(x)).reshape(b, n, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
+        kv = self.kv(self.norm_m(memory)).reshape(b, -1, 2, self.h, self.e)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # (B, H, S+1, E) each
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, S+1)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, E)
-        att = att.transpose(1, 2).reshape(b, n, d)
-        return x + self.out(att)
+        return x + self.out(att.transpose(1, 2).reshape(b, n, d))
 
 
 class _Layer(nn.Module):
@@ -164,10 +169,10 @@ class _Layer(nn.Module):
         self.ff_x = _FeedForward(cfg.d_model, cfg.d_ff)
 
     def forward(
-        self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int, curve_mask: Tensor
+        self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int, observed: Tensor
     ) -> tuple[Tensor, Tensor]:
         z = self.pool(z, x, seg, n_seg)  # (B, C, d)
-        z = self.curves(z, z, curve_mask, self_attn=True)
+        z = self.curves(z, z, observed)
         z = self.ff_z(z)
         b, c, d = z.shape
         z_flat = torch.cat([z.reshape(b * c, d), z.new_zeros(1, d)])
@@ -290,8 +295,11 @@ class CurveSetTransformer(nn.Module):
         cfg_flat = torch.cat([cfg.reshape(b * c, -1), cfg.new_zeros(1, cfg.shape[-1])])
         x = self.embed_token(tok) + self.token_config(cfg_flat[seg]).reshape(b, -1, cfg.shape[-1])
 
+        # Only curves with context are read by others: a curve seen in the queries alone adds no
+        # information, and this way every query's prediction is independent of the other queries.
+        observed = inp.curve_mask & (stats[..., 0] > 0)  # (B, C)
         for layer in self.layers:
-            z, x = layer(z, x, seg, n_seg, inp.curve_mask)
+            z, x = layer(z, x, seg, n_seg, observed)
 
         # Queries: own curve's latent and statistics, plus where t_q lies relative to its context.
         q_idx = inp.qry_curve.clamp(0, c - 1)
@@ -305,5 +313,5 @@ class CurveSetTransformer(nn.Module):
         )  # (B, M, 6)
         q = self.embed_query(q_feat) + self.query_curve(own)  # (B, M, d)
         for attend, ff in self.query_layers:
-            q = ff(attend(q, z, inp.curve_mask, self_attn=False))
+            q = ff(attend(q, z, observed))
         return self.head(q)  # (B, M, K)

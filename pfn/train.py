@@ -187,8 +187,8 @@ class PFNModule(L.LightningModule):
     def training_step(self, _: Tensor, batch_idx: int) -> Tensor:
         batch = self.prior.sample(self.config.batch_size, generator=self._generator(self.global_step))
         loss = self.loss(batch)
-        self.log("train/nll", loss, prog_bar=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("train/nll", loss, prog_bar=True, batch_size=batch.batch_size)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return loss
 
     def setup(self, stage: str) -> None:
@@ -204,7 +204,10 @@ class PFNModule(L.LightningModule):
         for frac in self.config.val_fractions:
             cut = max(1, round(frac * batch.n_tokens))
             ll = -self.loss(resplit(batch, cut))
-            self.log(f"val/ll@{frac:g}", ll, prog_bar=frac == self.config.val_fractions[-1])
+            self.log(
+                f"val/ll@{frac:g}", ll, batch_size=batch.batch_size,
+                prog_bar=frac == self.config.val_fractions[-1],
+            )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Steps(), batch_size=None)

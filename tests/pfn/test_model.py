@@ -123,3 +123,13 @@ def test_config_dict_round_trip():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({"width": 3})
+
+
+def test_new_curves_do_not_influence_each_other(net):
+    # Queries on curves without context (new configurations) must not change any other prediction.
+    inp = _input(b=1, c=5, n=30, m=4)
+    inp = _replace(inp, ctx_curve=inp.ctx_curve % 3, qry_curve=torch.tensor([[0, 1, 3, 4]]))
+    fewer = _replace(inp, qry_curve=inp.qry_curve[:, :3], qry_t=inp.qry_t[:, :3],
+                     qry_mask=inp.qry_mask[:, :3], configs=inp.configs.clone())
+    fewer.configs[:, 4] = 0.123  # the dropped query's curve changes too
+    torch.testing.assert_close(net(inp)[:, :3], net(fewer), atol=1e-5, rtol=1e-5)

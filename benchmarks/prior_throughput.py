@@ -1,0 +1,62 @@
+"""Throughput of the FT-PFN prior at the reference shape (batches of 25 tasks x 1000 tokens).
+
+Run: ``python benchmarks/prior_throughput.py [--device cpu|cuda] [--batches 20]``. On the CPU it
+prints tasks/s and tokens/s with 1 and 2 threads (one process); on CUDA the time of one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from priors.ftpfn import FTPFNPrior, FTPFNPriorConfig
+
+
+def measure(prior: FTPFNPrior, device: torch.device, batches: int, batch_size: int) -> float:
+    """Seconds per batch, after one warm-up batch (synchronised on CUDA)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    prior.sample(batch_size, generator=gen)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        prior.sample(batch_size, generator=gen)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / batches
+
+
+def main() -> None:
+    """Print the throughput table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=25)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    config = FTPFNPriorConfig()
+    prior = FTPFNPrior(config)
+    tokens = args.batch_size * config.seq_len
+    if device.type == "cpu":
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            sec = measure(prior, device, args.batches, args.batch_size)
+            print(
+                f"cpu threads={threads}: {args.batch_size / sec:8.1f} tasks/s "
+                f"{tokens / sec:10.0f} tokens/s ({sec * 1e3:.1f} ms per batch)"
+            )
+    else:
+        sec = measure(prior, device, args.batches, args.batch_size)
+        print(
+            f"{device}: {sec * 1e3:.2f} ms per batch of {args.batch_size} x {config.seq_len} "
+            f"({args.batch_size / sec:.0f} tasks/s)"
+        )
+    if device.type == "cpu" and torch.cuda.is_available():
+        sec = measure(prior, torch.device("cuda"), args.batches, args.batch_size)
+        print(f"cuda: {sec * 1e3:.2f} ms per batch of {args.batch_size} x {config.seq_len}")
+
+
+if __name__ == "__main__":
+    main()

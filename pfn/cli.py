@@ -1,0 +1,266 @@
+"""The ``pfn`` subcommands of ``curvepfn``: ``pretrain`` and ``predict``.
+
+``curvepfn pretrain --config small --out runs/small`` trains a PFN on its prior and exports
+``runs/small/model.{pt,json}`` (see :func:`pfn.train.pretrain`).
+
+``curvepfn predict --curves runs.csv`` predicts the final value of every run in a CSV file with one
+row per observation and the columns
+
+* ``run``: the run's name (any text);
+* ``step``: the step of the observation, > 0 (epoch, optimiser step, ...);
+* ``value``: the metric there (``nan`` / ``inf`` mark diverged points);
+* any further columns: numeric hyperparameters, constant within a run. Each is min-max
+  normalised to [0, 1] across the runs (a column with a single value becomes 0.5); for log-scale
+  hyperparameters write their logarithm.
+
+It prints one line per run with the predicted value at ``--max-step`` (the median) and a 90%
+interval, in the metric's units, and with ``--plot`` draws the observed curves and their predicted
+median and 90% band up to ``--max-step``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pfn.surrogate import FinalPrediction, RawRun, Surrogate
+
+_REQUIRED = ("run", "step", "value")
+_PLOT_STEPS = 50  # predicted steps per curve in the plot
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``pretrain`` and ``predict`` subcommands to ``curvepfn``'s subparsers."""
+    pre = subparsers.add_parser("pretrain", help="pretrain a PFN on its prior")
+    pre.add_argument(
+        "--config",
+        choices=("tiny", "small", "base"),
+        default="small",
+        help="named training config (default: small)",
+    )
+    pre.add_argument("--max-steps", type=int, default=None, help="override the optimiser steps")
+    pre.add_argument("--devices", type=int, default=1, help="devices to train on (DDP if > 1)")
+    pre.add_argument("--out", default=None, help="output folder (default: runs/pretrain-CONFIG)")
+    pre.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    pre.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start afresh even if OUT holds a resumable checkpoint",
+    )
+    pre.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto")
+    pre.set_defaults(func=_pretrain)
+
+    pred = subparsers.add_parser("predict", help="predict the final values of runs in a CSV")
+    pred.add_argument(
+        "--curves",
+        required=True,
+        help="CSV with columns run, step, value and optional hyperparameters",
+    )
+    pred.add_argument(
+        "--checkpoint", default=None, help="checkpoint NAME(.pt/.json) (default: the shipped one)"
+    )
+    pred.add_argument(
+        "--max-step",
+        type=float,
+        default=None,
+        help="the step to predict (default: the largest step in the file)",
+    )
+    pred.add_argument("--lower-is-better", action="store_true", help="the metric is a loss")
+    pred.add_argument("--lower-bound", type=float, default=None, help="known metric minimum")
+    pred.add_argument("--upper-bound", type=float, default=None, help="known metric maximum")
+    pred.add_argument("--plot", default=None, help="write a PNG of the curves and predictions")
+    pred.set_defaults(func=_predict)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from pfn import train  # Lightning is slow to import; only this command needs it
+
+    config = train.train_config(args.config)
+    if args.max_steps is not None:
+        config = replace(config, max_steps=args.max_steps)
+    if args.seed is not None:
+        config = replace(config, seed=args.seed)
+    out = Path(args.out or f"runs/pretrain-{args.config}")
+    result = train.pretrain(
+        config,
+        out,
+        devices=args.devices,
+        accelerator=args.accelerator,
+        resume=not args.no_resume,
+    )
+    print(
+        f"checkpoint: {result.checkpoint} (+ {result.checkpoint.with_suffix('.json').name}), "
+        f"{result.steps} steps, {result.wall_time_s:.0f} s"
+    )
+    for frac, ll in sorted(result.val_ll.items()):
+        print(f"  validation log-likelihood at {frac} context: {ll:.3f}")
+    return 0
+
+
+def read_runs(path: str | Path) -> tuple[dict[str, RawRun], list[str]]:
+    """Read a runs CSV (format in the module docstring).
+
+    Returns:
+        The runs by name in order of first appearance (observations sorted by step, configs
+        min-max normalised across runs, or None without hyperparameter columns), and the
+        hyperparameter column names.
+
+    Raises:
+        ValueError: a required column is missing, a value is not numeric, a hyperparameter
+            varies within a run, or the file has no rows.
+    """
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in _REQUIRED if c not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected run, step, value "
+                f"(+ hyperparameter columns), found {', '.join(header) or 'nothing'}"
+            )
+        hps = [h for h in header if h not in _REQUIRED]
+        obs: dict[str, list[tuple[float, float]]] = {}
+        configs: dict[str, list[float]] = {}
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            name = row["run"]
+            step = _number(row["step"], "step", path, line)
+            value = _number(row["value"], "value", path, line)
+            config = [_number(row[h], h, path, line) for h in hps]
+            if not math.isfinite(step):
+                raise ValueError(f"{path}, line {line}: step {row['step']!r} is not finite")
+            if any(not math.isfinite(x) for x in config):
+                raise ValueError(f"{path}, line {line}: hyperparameters must be finite")
+            if name in configs and configs[name] != config:
+                raise ValueError(
+                    f"{path}, line {line}: run {name!r} changes its hyperparameters; they must be "
+                    "constant within a run"
+                )
+            configs.setdefault(name, config)
+            obs.setdefault(name, []).append((step, value))
+    if not obs:
+        raise ValueError(f"{path}: no observations")
+    names = list(obs)
+    cfg = np.array([configs[n] for n in names], dtype=np.float64).reshape(len(names), len(hps))
+    lo, hi = cfg.min(axis=0), cfg.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    normalised = np.where(hi > lo, (cfg - lo) / span, 0.5)  # (runs, D)
+    runs = {}
+    for i, name in enumerate(names):
+        points = sorted(obs[name])
+        runs[name] = RawRun(
+            steps=[s for s, _ in points],
+            values=[v for _, v in points],
+            config=normalised[i] if hps else None,
+        )
+    return runs, hps
+
+
+def _number(text: str, column: str, path: str | Path, line: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{path}, line {line}: column {column!r} holds {text!r}, not a number"
+        ) from None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    # A missing file is bad input too: one line from curvepfn, not a traceback.
+    try:
+        runs, _ = read_runs(args.curves)
+        surrogate = Surrogate.load(args.checkpoint)
+    except OSError as err:
+        raise ValueError(str(err)) from err
+    max_step = args.max_step
+    if max_step is None:
+        max_step = max(float(np.max(r.steps)) for r in runs.values())
+    steps = np.linspace(max_step / _PLOT_STEPS, max_step, _PLOT_STEPS) if args.plot else None
+    preds = surrogate.predict_final(
+        runs,
+        max_step=max_step,
+        higher_is_better=not args.lower_is_better,
+        lower_bound=args.lower_bound,
+        upper_bound=args.upper_bound,
+        interval=0.9,
+        steps=steps,
+    )
+    print(format_table(runs, preds, max_step))
+    if args.plot:
+        plot_predictions(runs, preds, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def format_table(runs: dict[str, RawRun], preds: list[FinalPrediction], max_step: float) -> str:
+    """The printed table: one line per run with its last observation and the prediction."""
+    width = max(3, *(len(str(p.run)) for p in preds))
+    lines = [
+        f"{'run':<{width}}  {'last step':>10}  {'last value':>11}  "
+        f"{f'final @ {max_step:g}':>14}  90% interval"
+    ]
+    for p in preds:
+        run = runs[p.run]
+        steps, values = np.asarray(run.steps, float), np.asarray(run.values, float)
+        last_step = f"{steps[-1]:g}" if steps.size else "-"
+        last_value = f"{values[-1]:.4g}" if values.size else "-"
+        lines.append(
+            f"{p.run!s:<{width}}  {last_step:>10}  {last_value:>11}  {p.final:>14.4g}  "
+            f"[{p.lower:.4g}, {p.upper:.4g}]"
+        )
+    return "\n".join(lines)
+
+
+def plot_predictions(
+    runs: dict[str, RawRun], preds: list[FinalPrediction], path: str | Path
+) -> None:
+    """Write a PNG: each run's observations, and from its last observed step on its predicted
+    median (dashed) and 90% band, in the metric's units."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = _y_range(runs, preds)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, p in enumerate(preds):
+        color = colors[i % len(colors)]
+        run = runs[p.run]
+        steps, values = np.asarray(run.steps, float), np.asarray(run.values, float)
+        ax.plot(steps, values, "o-", color=color, ms=3, label=str(p.run))
+        ahead = p.steps >= (steps[-1] if steps.size else 0.0)
+        ax.plot(p.steps[ahead], p.median_path[ahead], "--", color=color)
+        lower = np.clip(p.lower_path[ahead], lo, hi)
+        upper = np.clip(p.upper_path[ahead], lo, hi)
+        ax.fill_between(p.steps[ahead], lower, upper, color=color, alpha=0.2, lw=0)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    ax.set_title("observed curves, predicted median (dashed) and 90% band")
+    if len(preds) <= 12:
+        ax.legend(fontsize="small")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _y_range(runs: dict[str, RawRun], preds: list[FinalPrediction]) -> tuple[float, float]:
+    """The plotted value range: the scaler's reference range, the predicted medians and the
+    observations near them; diverged values (say a loss of 1e30) and infinite band edges of an
+    unbounded metric fall outside and are cut off."""
+    scaler = preds[0].scaler
+    ref_lo, ref_hi = sorted((scaler.worst, scaler.best))
+    span = ref_hi - ref_lo
+    medians = np.concatenate([p.median_path for p in preds])
+    observed = np.concatenate([np.asarray(r.values, float) for r in runs.values()])
+    near = observed[(observed >= ref_lo - span) & (observed <= ref_hi + span)]
+    shown = np.concatenate([[ref_lo, ref_hi], medians[np.isfinite(medians)], near])
+    lo, hi = float(shown.min()), float(shown.max())
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad

@@ -1,0 +1,527 @@
+"""The inference API: partial learning curves in, predictive distributions out.
+
+A :class:`Surrogate` wraps a trained :class:`~pfn.model.CurveSetTransformer` and its
+:class:`~pfn.bar_distribution.BarDistribution`. It works in the network's own units:
+
+* a :class:`Curve` is one configuration (hyperparameters in [0, 1]) with its observed prefix: scores
+  ``y`` in [0, 1] (higher is better) at normalised times ``t`` in (0, 1] (``t = step / max_step``);
+* :meth:`Surrogate.predict` reads all context curves and predicts the queried curves at the
+  queried times in one forward pass, returning one :class:`Prediction` per query curve.
+
+For raw metrics (losses, unbounded values, diverged runs) :meth:`Surrogate.predict_final` does the
+scaling with a :class:`~pfn.scaling.MetricScaler` and reports the predicted final value with an
+interval in the metric's own units.
+
+Shapes: ``L`` query times of one curve, ``K`` buckets, ``n`` samples, ``D`` hyperparameters.
+
+Example::
+
+    sur = Surrogate.load()  # the shipped checkpoint
+    ctx = [Curve([0.1, 0.5], t=[0.1, 0.2], y=[0.3, 0.4]), Curve([0.9, 0.2], t=[0.1], y=[0.2])]
+    pred = sur.predict(ctx, [Curve([0.1, 0.5], t=[1.0]), Curve([0.4, 0.4], t=[0.5, 1.0])])
+    pred[0].quantile(0.5), pred[1].pi(0.45)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import Tensor
+
+from pfn.bar_distribution import BarDistribution
+from pfn.checkpoint import Checkpoint, load_checkpoint
+from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from pfn.scaling import MetricScaler
+
+__all__ = ["Curve", "FinalPrediction", "Prediction", "RawRun", "Surrogate"]
+
+DEFAULT_CHECKPOINT = "default"  # checkpoints/default.pt + checkpoints/default.json
+
+
+def _as_array(value: ArrayLike, name: str) -> np.ndarray:
+    """``value`` as a read-only 1-D float64 array (a scalar becomes length 1)."""
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {value!r}") from err
+    arr = np.atleast_1d(arr)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """One configuration's learning curve in the network's units.
+
+    Args:
+        config: (D,) hyperparameters in [0, 1]; D may be 0. Two curves with equal values are the
+            same configuration.
+        t: (L,) normalised steps in (0, 1] (``step / max_step``): observed steps of a context
+            curve, or the steps to predict of a query curve.
+        y: (L,) observed scores in [0, 1], higher is better; None for a query curve.
+
+    Inputs are converted to read-only float64 arrays (scalars to length 1).
+
+    Raises:
+        ValueError: a value is NaN, inf or non-numeric, ``config`` is outside [0, 1], ``t`` is
+            outside (0, 1], ``y`` is outside [0, 1], or ``y`` and ``t`` differ in length.
+    """
+
+    config: np.ndarray
+    t: np.ndarray
+    y: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        config = _as_array(self.config, "Curve.config")
+        if ((config < 0) | (config > 1)).any():
+            raise ValueError("Curve.config must lie in [0, 1] (normalise hyperparameters first)")
+        t = _as_array(self.t, "Curve.t")
+        if ((t <= 0) | (t > 1)).any():
+            raise ValueError(
+                f"Curve.t must lie in (0, 1] (t = step / max_step), got min {t.min()}, "
+                f"max {t.max()}"
+            )
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "t", t)
+        if self.y is not None:
+            y = _as_array(self.y, "Curve.y")
+            if ((y < 0) | (y > 1)).any():
+                raise ValueError(
+                    "Curve.y must lie in [0, 1] (scores, higher is better; map raw metrics with "
+                    "pfn.scaling.MetricScaler)"
+                )
+            if y.shape != t.shape:
+                raise ValueError(f"Curve.y has {y.shape[0]} values but Curve.t has {t.shape[0]}")
+            object.__setattr__(self, "y", y)
+
+    @property
+    def key(self) -> tuple[float, ...]:
+        """The configuration as a hashable tuple: the curve's identity."""
+        return tuple(self.config.tolist())
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The predictive distribution of one query curve at its L query times.
+
+    All methods return float64 numpy arrays of shape (L,) (``sample``: (n, L)), in score units.
+    """
+
+    config: np.ndarray  # (D,) the curve's hyperparameters
+    t: np.ndarray  # (L,) the query times
+    logits: Tensor  # (L, K) float32 on the CPU
+    distribution: BarDistribution = field(repr=False)  # on the CPU
+
+    def _out(self, x: Tensor) -> np.ndarray:
+        return x.detach().double().numpy()
+
+    def _arg(self, value: ArrayLike) -> Tensor:
+        """A float or an (L,) array as a tensor that broadcasts with the (L,) query times."""
+        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+
+    def mean(self) -> np.ndarray:
+        """E[y]: (L,)."""
+        return self._out(self.distribution.mean(self.logits))
+
+    def variance(self) -> np.ndarray:
+        """Var[y]: (L,)."""
+        return self._out(self.distribution.variance(self.logits))
+
+    def quantile(self, q: ArrayLike) -> np.ndarray:
+        """The q-quantile, q in [0, 1] (a float or (L,)): (L,). ``quantile(0.5)`` is the median."""
+        return self._out(self.distribution.quantile(self.logits, self._arg(q)))
+
+    def cdf(self, y: ArrayLike) -> np.ndarray:
+        """P(Y <= y) for a float or (L,) ``y``: (L,)."""
+        return self._out(self.distribution.cdf(self.logits, self._arg(y)))
+
+    def log_prob(self, y: ArrayLike) -> np.ndarray:
+        """Log density at a float or (L,) ``y``: (L,)."""
+        return self._out(self.distribution.log_prob(self.logits, self._arg(y)))
+
+    def pi(self, threshold: ArrayLike) -> np.ndarray:
+        """Probability of improvement P(Y > threshold), threshold a float or (L,): (L,)."""
+        return self._out(self.distribution.pi(self.logits, self._arg(threshold)))
+
+    def ei(self, threshold: ArrayLike) -> np.ndarray:
+        """Expected improvement E[max(Y - threshold, 0)], threshold a float or (L,): (L,)."""
+        return self._out(self.distribution.ei(self.logits, self._arg(threshold)))
+
+    def ucb(self, *, q: float = 0.9) -> np.ndarray:
+        """Upper confidence bound: the upper ``q``-quantile (see ``BarDistribution.ucb``): (L,)."""
+        return self._out(self.distribution.ucb(self.logits, q=q))
+
+    def sample(self, n: int = 1, generator: torch.Generator | None = None) -> np.ndarray:
+        """``n`` joint-free draws per query time (each time sampled independently): (n, L)."""
+        return self._out(self.distribution.sample(self.logits, n, generator=generator))
+
+
+@dataclass(frozen=True, eq=False)
+class RawRun:
+    """One training run in raw units, for :meth:`Surrogate.predict_final`.
+
+    Args:
+        steps: (n,) steps of the observations, in (0, max_step] (epochs, optimiser steps, ...).
+        values: (n,) raw metric values; NaN and ±inf mark diverged points (scored as the worst).
+        config: (D,) hyperparameters normalised to [0, 1], or None (then no run may have one).
+    """
+
+    steps: ArrayLike
+    values: ArrayLike
+    config: ArrayLike | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FinalPrediction:
+    """What :meth:`Surrogate.predict_final` says about one run, in the metric's own units.
+
+    ``final``, ``lower`` and ``upper`` are at ``max_step``; the ``*_path`` arrays give the same at
+    every predicted step (``steps``, the last being ``max_step``). Because the metric <-> score map
+    is monotone, the median and the central interval are exact images of the score-space ones.
+    """
+
+    run: Hashable  # the run's key (mapping input) or index (sequence input)
+    final: float  # predicted median of the metric at max_step
+    lower: float  # lower end of the central `interval` at max_step (lower <= upper)
+    upper: float  # upper end
+    interval: float  # probability mass of [lower, upper], e.g. 0.9
+    steps: np.ndarray  # (L,) raw steps predicted, increasing, steps[-1] == max_step
+    median_path: np.ndarray  # (L,) predicted median at each step
+    lower_path: np.ndarray  # (L,)
+    upper_path: np.ndarray  # (L,)
+    score: Prediction  # the score-space predictive at t = steps / max_step
+    scaler: MetricScaler  # the metric <-> score map used (shared by all runs of the call)
+
+
+class Surrogate:
+    """A trained curve-set PFN ready for prediction (eval mode, no gradients).
+
+    Build it with :meth:`load` (a checkpoint file, or the shipped default) or
+    :meth:`from_checkpoint`.
+
+    Attributes:
+        model: the network, in eval mode on ``device``.
+        distribution: its output distribution (the bucket borders), on ``device``.
+        device: where the forward pass runs; predictions are returned on the CPU.
+    """
+
+    def __init__(
+        self,
+        model: CurveSetTransformer,
+        distribution: BarDistribution,
+        *,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        """Wrap a network and its output distribution (both moved to ``device``, eval mode)."""
+        if model.config.n_buckets != distribution.n_buckets:
+            raise ValueError(
+                f"the model has {model.config.n_buckets} output buckets but the distribution "
+                f"has {distribution.n_buckets}"
+            )
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.distribution = distribution.to(self.device)
+        # Predictions live on the CPU; they share this copy.
+        self._cpu_distribution = BarDistribution(distribution.borders.detach().cpu())
+
+    @property
+    def config(self) -> ModelConfig:
+        """The network's configuration."""
+        return self.model.config
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, *, device: str | torch.device = "cpu") -> Surrogate:
+        """Build from a loaded :class:`~pfn.checkpoint.Checkpoint`."""
+        model = CurveSetTransformer(ckpt.model)
+        model.load_state_dict(ckpt.state_dict)
+        return cls(model, BarDistribution(ckpt.borders), device=device)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, *, device: str | torch.device = "cpu"
+    ) -> Surrogate:
+        """Load a checkpoint (``NAME``, ``NAME.pt`` or ``NAME.json``; see :mod:`pfn.checkpoint`).
+
+        Args:
+            path: the checkpoint; None for the one shipped in the ``checkpoints`` package
+                (``checkpoints/default.pt`` + ``.json``). Nothing is downloaded.
+            device: where the network runs.
+
+        Raises:
+            FileNotFoundError: the checkpoint (or, with None, the shipped one) is missing.
+            ValueError: the checkpoint is corrupt or of an unknown format version.
+        """
+        if path is None:
+            root = Path(str(files("checkpoints")))
+            path = root / DEFAULT_CHECKPOINT
+            missing = [
+                p for p in (path.with_suffix(".pt"), path.with_suffix(".json")) if not p.is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"the shipped checkpoint is absent ({', '.join(map(str, missing))} not "
+                    "found). Pretrain one with `curvepfn pretrain --config small --out runs/small` "
+                    f"and copy runs/small/model.pt and model.json to {root}/default.pt and "
+                    f"{root}/default.json, or pass the path of a checkpoint"
+                )
+        return cls.from_checkpoint(load_checkpoint(path), device=device)
+
+    # ---- prediction in score units ------------------------------------------------------------
+
+    def predict(self, context: Sequence[Curve], query: Sequence[Curve]) -> list[Prediction]:
+        """Predict the query curves given all context curves, in one forward pass.
+
+        The context curves and the query curves form one task. A query curve whose ``config``
+        equals a context curve's (exactly, value by value) *is* that curve: its observed points are
+        its context. Any other query curve is a new configuration without observations (query
+        curves sharing a new config are one new curve). Context curves may share a config (e.g.
+        repeated seeds): they are then distinct curves, but cannot be queried by that config.
+
+        New configurations join the task as unobserved curves, as in pretraining: the network
+        sees their configs, so a prediction may change a little with the set of new curves
+        queried alongside it. The query *times* do not interact: predicting a curve at more
+        times leaves its other predictions unchanged.
+
+        Args:
+            context: observed curves (``y`` given); a curve may have no points.
+            query: curves to predict (``y`` None) at their ``t``, each with at least one ``t``.
+
+        Returns:
+            One :class:`Prediction` per query curve, in the order of ``query``.
+
+        Raises:
+            ValueError: empty ``query``; a context curve without ``y`` or a query curve with
+                ``y`` or without ``t``; configs of different lengths or longer than the model's
+                ``max_hps``; a query config matching several context curves.
+        """
+        if len(query) == 0:
+            raise ValueError("query is empty: give at least one curve to predict")
+        for i, c in enumerate(context):
+            if c.y is None:
+                raise ValueError(f"context curve {i} has no y: context curves must be observed")
+        for i, c in enumerate(query):
+            if c.y is not None:
+                raise ValueError(f"query curve {i} has y: query curves take y=None")
+            if c.t.size == 0:
+                raise ValueError(f"query curve {i} has no t to predict")
+        self._check_configs([*context, *query])
+        index: dict[tuple[float, ...], int] = {}
+        ambiguous: set[tuple[float, ...]] = set()
+        for i, c in enumerate(context):
+            if c.key in index:
+                ambiguous.add(c.key)
+            index.setdefault(c.key, i)
+        curves = list(context)
+        targets: list[tuple[int, np.ndarray]] = []
+        for i, c in enumerate(query):
+            if c.key in ambiguous:
+                raise ValueError(
+                    f"query curve {i} has config {list(c.key)}, shared by several context curves;"
+                    " give context curves distinct configs to query them"
+                )
+            if c.key not in index:
+                index[c.key] = len(curves)
+                curves.append(Curve(c.config, t=[], y=[]))
+            targets.append((index[c.key], c.t))
+        return self._predict(curves, targets)
+
+    def _check_configs(self, curves: Sequence[Curve]) -> None:
+        lengths = {c.config.size for c in curves}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"all curves must have configs of the same length, got lengths {sorted(lengths)}"
+            )
+        d = lengths.pop() if lengths else 0
+        if d > self.config.max_hps:
+            raise ValueError(
+                f"configs have {d} hyperparameters, more than the model's max_hps="
+                f"{self.config.max_hps}"
+            )
+
+    def _predict(
+        self, curves: Sequence[Curve], targets: Sequence[tuple[int, np.ndarray]]
+    ) -> list[Prediction]:
+        """One forward pass: ``curves`` (context points from their y) and per target a curve
+        index and its (L,) query times. Returns one Prediction per target."""
+        inp = self._input(curves, targets)
+        with torch.inference_mode():
+            logits = self.model(inp)[0].float().cpu()  # (M, K)
+        logits = logits.clone()  # a normal tensor, usable outside inference mode
+        out, start = [], 0
+        for curve, t in targets:
+            stop = start + t.size
+            out.append(
+                Prediction(
+                    config=curves[curve].config,
+                    t=t,
+                    logits=logits[start:stop],  # (L, K)
+                    distribution=self._cpu_distribution,
+                )
+            )
+            start = stop
+        return out
+
+    def _input(
+        self, curves: Sequence[Curve], targets: Sequence[tuple[int, np.ndarray]]
+    ) -> CurveSetInput:
+        """The task as a CurveSetInput with B = 1."""
+        d_max, c = self.config.max_hps, len(curves)
+        d = curves[0].config.size if curves else 0
+        configs = np.zeros((1, c, d_max), dtype=np.float32)  # (B, C, D)
+        for i, curve in enumerate(curves):
+            configs[0, i, :d] = curve.config
+        hp_mask = np.zeros((1, d_max), dtype=bool)  # (B, D)
+        hp_mask[0, :d] = True
+        observed = [(i, cv) for i, cv in enumerate(curves) if cv.y is not None and cv.t.size]
+        ctx_curve = np.concatenate([np.full(cv.t.size, i) for i, cv in observed] or [[]])
+        ctx_t = np.concatenate([cv.t for _, cv in observed] or [[]])
+        ctx_y = np.concatenate([cv.y for _, cv in observed] or [[]])
+        qry_curve = np.concatenate([np.full(t.size, i) for i, t in targets])
+        qry_t = np.concatenate([t for _, t in targets])
+
+        def tensor(x: np.ndarray, dtype: torch.dtype) -> Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
+
+        n, m = ctx_t.size, qry_t.size
+        return CurveSetInput(
+            configs=tensor(configs, torch.float32),
+            hp_mask=tensor(hp_mask, torch.bool),
+            curve_mask=torch.ones(1, c, dtype=torch.bool, device=self.device),
+            ctx_curve=tensor(ctx_curve, torch.long).reshape(1, n),
+            ctx_t=tensor(ctx_t, torch.float32).reshape(1, n),
+            ctx_y=tensor(ctx_y, torch.float32).reshape(1, n),
+            ctx_mask=torch.ones(1, n, dtype=torch.bool, device=self.device),
+            qry_curve=tensor(qry_curve, torch.long).reshape(1, m),
+            qry_t=tensor(qry_t, torch.float32).reshape(1, m),
+            qry_mask=torch.ones(1, m, dtype=torch.bool, device=self.device),
+        )
+
+    # ---- prediction in metric units -----------------------------------------------------------
+
+    def predict_final(
+        self,
+        runs: Sequence[RawRun] | Mapping[Hashable, RawRun],
+        *,
+        max_step: float,
+        higher_is_better: bool,
+        lower_bound: float | None = None,
+        upper_bound: float | None = None,
+        interval: float = 0.9,
+        steps: ArrayLike | None = None,
+    ) -> list[FinalPrediction]:
+        """Predict every run's metric at ``max_step`` (and optionally at other steps), raw units.
+
+        All runs form one task (one forward pass). Their values are mapped to scores with a
+        :class:`~pfn.scaling.MetricScaler` fitted to all finite observed values (diverged points
+        score 0), steps become ``t = step / max_step``, and each run is queried as its own curve
+        (even when runs share a config, e.g. repeated seeds, or have none).
+
+        Args:
+            runs: the runs, as a sequence (identified by position) or a mapping (by key).
+            max_step: the budget whose value is predicted; every observed step must be in
+                (0, max_step].
+            higher_is_better: False for losses.
+            lower_bound, upper_bound: known bounds of the metric (None: unbounded).
+            interval: probability mass of the reported central interval, in (0, 1).
+            steps: extra raw steps in (0, max_step] to predict along the way (for plots);
+                ``max_step`` is always predicted, last.
+
+        Returns:
+            One :class:`FinalPrediction` per run, in input order.
+
+        Raises:
+            ValueError: no runs; steps outside (0, max_step]; steps and values of different
+                lengths; some runs with a config and some without; a bad interval or bounds.
+        """
+        keys = list(runs.keys()) if isinstance(runs, Mapping) else list(range(len(runs)))
+        items = [runs[k] for k in keys]
+        if not items:
+            raise ValueError("no runs to predict")
+        if not (math.isfinite(max_step) and max_step > 0):
+            raise ValueError(f"max_step must be a positive number, got {max_step}")
+        if not 0.0 < interval < 1.0:
+            raise ValueError(f"interval must lie in (0, 1), got {interval}")
+        with_config = [r.config is not None for r in items]
+        if any(with_config) and not all(with_config):
+            raise ValueError("either every run has a config or none has")
+        parsed = [self._parse_run(k, r, max_step) for k, r in zip(keys, items, strict=True)]
+        scaler = MetricScaler.fit(
+            np.concatenate([v for _, v, _ in parsed]),
+            higher_is_better=higher_is_better,
+            lower_bound=lower_bound,
+            upper_bound=upper_bound,
+        )
+        curves = [Curve(cfg, t=s / max_step, y=scaler.to_score(v)) for s, v, cfg in parsed]
+        self._check_configs(curves)
+        query_steps = self._query_steps(steps, max_step)  # (L,)
+        t = np.minimum(query_steps / max_step, 1.0)
+        preds = self._predict(curves, [(i, t) for i in range(len(curves))])
+        q_lo = (1.0 - interval) / 2
+        out = []
+        for key, pred in zip(keys, preds, strict=True):
+            median = scaler.to_metric(pred.quantile(0.5))
+            a = scaler.to_metric(pred.quantile(q_lo))
+            b = scaler.to_metric(pred.quantile(1.0 - q_lo))
+            lower, upper = np.minimum(a, b), np.maximum(a, b)
+            out.append(
+                FinalPrediction(
+                    run=key,
+                    final=float(median[-1]),
+                    lower=float(lower[-1]),
+                    upper=float(upper[-1]),
+                    interval=interval,
+                    steps=query_steps,
+                    median_path=median,
+                    lower_path=lower,
+                    upper_path=upper,
+                    score=pred,
+                    scaler=scaler,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _parse_run(
+        key: Hashable, run: RawRun, max_step: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, values, config) of one run as arrays, validated."""
+        try:
+            s = np.atleast_1d(np.asarray(run.steps, dtype=np.float64))
+            v = np.atleast_1d(np.asarray(run.values, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"run {key!r}: steps and values must be numeric") from err
+        if s.ndim != 1 or s.shape != v.shape:
+            raise ValueError(
+                f"run {key!r}: steps and values must be 1-D of the same length, got shapes "
+                f"{s.shape} and {v.shape}"
+            )
+        if not np.isfinite(s).all() or ((s <= 0) | (s > max_step)).any():
+            raise ValueError(
+                f"run {key!r}: steps must lie in (0, max_step={max_step:g}], got "
+                f"{s.min() if s.size else 'none'}..{s.max() if s.size else 'none'}"
+            )
+        cfg = np.zeros(0) if run.config is None else np.asarray(run.config, dtype=np.float64)
+        return s, v, cfg
+
+    @staticmethod
+    def _query_steps(steps: ArrayLike | None, max_step: float) -> np.ndarray:
+        """Sorted unique query steps ending with ``max_step``: (L,)."""
+        extra = np.zeros(0) if steps is None else np.atleast_1d(np.asarray(steps, np.float64))
+        if (
+            extra.ndim != 1
+            or not np.isfinite(extra).all()
+            or ((extra <= 0) | (extra > max_step)).any()
+        ):
+            raise ValueError(f"steps must be a 1-D list of values in (0, max_step={max_step:g}]")
+        return np.unique(np.append(extra, max_step))

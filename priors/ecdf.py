@@ -1,0 +1,130 @@
+"""The empirical CDF of raw random-MLP outputs, which turns them into uniform numbers.
+
+FT-PFN draws each curve parameter by pushing a raw network output through this CDF (giving a
+uniform number) and then through the inverse CDF of the parameter's target distribution. The
+table is estimated once, by our own code with a fixed seed, from many random networks on random
+inputs (all outputs pooled: they are exchangeable), and shipped as ``ecdf_table.npz`` (quantiles
+at the levels ``(i + 0.5) / K``). Regenerate it with ``python -m priors.ecdf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from priors.random_mlp import RandomMLPConfig, draw_mlps, evaluate_mlps
+
+TABLE_PATH = Path(__file__).with_name("ecdf_table.npz")
+N_QUANTILES = 2048
+N_OUTPUTS = 23  # outputs per network, as in the FT-PFN prior
+TABLE_SEED = 20240601
+
+
+@dataclass(frozen=True)
+class ECDFTable:
+    """Quantiles of the raw outputs at evenly spaced levels."""
+
+    quantiles: Tensor  # (K,) increasing raw values
+    levels: Tensor  # (K,) their CDF values, (i + 0.5) / K
+
+    def to(self, device: torch.device | str) -> ECDFTable:
+        """The same table on ``device``."""
+        return ECDFTable(self.quantiles.to(device), self.levels.to(device))
+
+
+def levels(n_quantiles: int) -> Tensor:
+    """The CDF levels ``(i + 0.5) / K`` of a table with ``K`` quantiles."""
+    return (torch.arange(n_quantiles, dtype=torch.float64) + 0.5) / n_quantiles
+
+
+def estimate_table(
+    *,
+    n_networks: int = 20_000,
+    rows_per_network: int = 64,
+    min_inputs: int = 1,
+    max_inputs: int = 10,
+    n_quantiles: int = N_QUANTILES,
+    mlp: RandomMLPConfig | None = None,
+    seed: int = TABLE_SEED,
+    chunk: int = 500,
+) -> ECDFTable:
+    """Estimate the table from ``n_networks`` random networks, deterministically from ``seed``.
+
+    Each network gets ``d ~ U{min_inputs..max_inputs}`` inputs and ``rows_per_network`` uniform
+    input rows; all ``N_OUTPUTS`` outputs of all rows are pooled.
+    """
+    mlp = mlp or RandomMLPConfig()
+    gen = torch.Generator().manual_seed(seed)
+    outs = []
+    for start in range(0, n_networks, chunk):
+        b = min(chunk, n_networks - start)
+        draw = draw_mlps(mlp, b, generator=gen)
+        d = torch.randint(min_inputs, max_inputs + 1, (b,), generator=gen)
+        hp_mask = torch.arange(max_inputs) < d[:, None]  # (b, D)
+        x = torch.rand(b, rows_per_network, max_inputs, generator=gen)
+        rows = torch.full((b,), rows_per_network)
+        y = evaluate_mlps(
+            draw, x, rows=rows, hp_mask=hp_mask, n_outputs=N_OUTPUTS, config=mlp, generator=gen
+        )
+        outs.append(y.flatten())
+    values = torch.cat(outs).double().sort().values
+    lv = levels(n_quantiles)
+    pos = lv * values.numel() - 0.5  # (K,) fractional ranks
+    lo = pos.floor().long().clamp(0, values.numel() - 1)
+    hi = (lo + 1).clamp(max=values.numel() - 1)
+    frac = pos - lo
+    quantiles = values[lo] * (1 - frac) + values[hi] * frac
+    return ECDFTable(quantiles.float(), lv.float())
+
+
+def save_table(table: ECDFTable, path: Path = TABLE_PATH) -> None:
+    """Write the table's quantiles to ``path`` (``.npz``)."""
+    np.savez_compressed(path, quantiles=table.quantiles.numpy().astype(np.float32))
+
+
+@lru_cache(maxsize=1)
+def _load_cpu(path: str) -> ECDFTable:
+    quantiles = torch.from_numpy(np.load(path)["quantiles"]).float()
+    return ECDFTable(quantiles, levels(quantiles.numel()).float())
+
+
+def load_table(path: Path = TABLE_PATH) -> ECDFTable:
+    """The shipped table (on the CPU; move it with ``.to``)."""
+    return _load_cpu(str(path))
+
+
+def to_uniform(raw: Tensor, table: ECDFTable) -> Tensor:
+    """Map raw outputs to uniform numbers in ``[0.5/K, 1 - 0.5/K]`` by linear interpolation.
+
+    Works elementwise on any shape; ``table`` must be on ``raw``'s device. Values outside the
+    table's range map to the extreme levels, so the result is never 0 or 1.
+    """
+    q = table.quantiles
+    k = q.numel()
+    flat = raw.reshape(-1).contiguous().to(q.dtype)
+    i = torch.searchsorted(q, flat).clamp(1, k - 1)  # q[i-1] <= raw < q[i], inside the table
+    q_lo, q_hi = q[i - 1], q[i]
+    frac = ((flat - q_lo) / (q_hi - q_lo)).clamp(0.0, 1.0)
+    u = table.levels[i - 1] + frac * (table.levels[i] - table.levels[i - 1])
+    return u.view(raw.shape)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Regenerate the shipped table: ``python -m priors.ecdf [--networks N] [--out PATH]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=TABLE_PATH)
+    args = parser.parse_args(argv)
+    table = estimate_table(n_networks=args.networks)
+    save_table(table, args.out)
+    print(f"wrote {table.quantiles.numel()} quantiles to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

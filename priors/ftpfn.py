@@ -1,0 +1,455 @@
+"""The FT-PFN prior: tasks of many learning curves whose shapes depend smoothly on hyperparameters.
+
+Per task (see ``/work/shared/design/reference.md`` §1): a number of hyperparameters ``d``, a curve
+length ``n``, a shared start value ``y0`` and ceiling, and a fresh random tanh MLP mapping each
+configuration ``λ ∈ [0, 1]^d`` to 23 raw outputs. Each output goes through the empirical CDF of
+such outputs (``priors.ecdf``) to a uniform number and then through the inverse CDF of its
+parameter's marginal (``parameters_from_uniforms``); the curves are ``priors.curves``.
+
+Sequence construction (as in ifBO's ``get_batch``): every configuration gets a weight from a
+Dirichlet with concentration ``10^U(-4, -1)`` (plus a tiny floor), and ``n`` token slots, one per
+step. Tokens are drawn *without replacement* from the slots with probability proportional to the
+curve's weight (so a curve gets at most ``n`` tokens). The first ``n_context`` tokens are the
+context: a curve's context tokens are its steps ``1..k`` in order. Its later tokens are queries at
+distinct steps drawn uniformly from ``k+1..n``. The draw is simulated exactly as an exponential
+race of the slots, with binomial counts per curve up to a time that yields about ``seq_len``
+arrivals, so no loop over tokens or tasks is needed.
+
+Shape legend: B tasks, N candidate configurations, C curves touched by tokens (padded), T tokens,
+D hyperparameter slots, K = 4 basis curves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from priors.batch import CurveBatch
+from priors.curves import CurveParams, observe
+from priors.ecdf import ECDFTable, load_table, to_uniform
+from priors.random_mlp import RandomMLPConfig, draw_mlps, evaluate_mlps
+
+N_PARAMS = 23  # raw outputs per configuration: the curve parameters
+_LN10 = math.log(10.0)
+_PARAM_FIELDS = ("y0", "yinf", "weights", "alpha", "xsat", "prec", "rate", "sigma")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FTPFNPriorConfig:
+    """Every knob of the FT-PFN prior; defaults reproduce the reference prior."""
+
+    max_hps: int = 32  # D: hyperparameter slots of the batches (padding beyond a task's d)
+    min_hps: int = 1  # d ~ U{min_hps..max_task_hps}; 0 allowed (curves differ only by noise)
+    max_task_hps: int = 10  # largest d drawn for a task (<= max_hps)
+    n_configs: int = 1000  # N: candidate configurations per task (tokens touch a subset)
+    seq_len: int = 1000  # T: tokens per task, context and queries together
+    min_curve_length: int = 1  # n ~ round(10^U(log10 min, log10 max)) steps per curve
+    max_curve_length: int = 1000
+    min_log10_concentration: float = -4.0  # Dirichlet concentration of curve weights: 10^U(.,.)
+    max_log10_concentration: float = -1.0
+    weight_floor: float = 1e-9  # added to the Gamma(c, scale c) curve weights (as in ifBO)
+    ceiling_prob: float = 0.25  # probability that the ceiling is max(u1, u2) instead of 1
+    mlp: RandomMLPConfig = field(default_factory=RandomMLPConfig)  # per-task random network
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mlp, dict):  # built from a JSON dict
+            object.__setattr__(self, "mlp", RandomMLPConfig(**self.mlp))
+        for name in ("max_hps", "min_hps", "max_task_hps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("n_configs", "seq_len", "min_curve_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_task_hps > self.max_hps:
+            raise ValueError(
+                f"max_task_hps={self.max_task_hps} exceeds max_hps={self.max_hps} (the slots)"
+            )
+        if self.min_hps > self.max_task_hps:
+            raise ValueError(f"min_hps={self.min_hps} exceeds max_task_hps={self.max_task_hps}")
+        if self.max_curve_length < self.min_curve_length:
+            raise ValueError(
+                f"max_curve_length={self.max_curve_length} is below "
+                f"min_curve_length={self.min_curve_length}"
+            )
+        if self.n_configs * self.max_curve_length < self.seq_len:
+            raise ValueError(
+                f"seq_len={self.seq_len} exceeds n_configs * max_curve_length = "
+                f"{self.n_configs * self.max_curve_length} (every token is a distinct step)"
+            )
+        if self.max_log10_concentration < self.min_log10_concentration:
+            raise ValueError("max_log10_concentration is below min_log10_concentration")
+        if self.weight_floor < 0:
+            raise ValueError(f"weight_floor must be >= 0, got {self.weight_floor}")
+        if not 0.0 <= self.ceiling_prob <= 1.0:
+            raise ValueError(f"ceiling_prob must be in [0, 1], got {self.ceiling_prob}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; ``FTPFNPriorConfig(**d)`` rebuilds the config."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskDraw:
+    """The task-level random variables of a batch."""
+
+    n_hps: Tensor  # (B,) long: d, the task's number of hyperparameters
+    length: Tensor  # (B,) long: n, steps per curve
+    y0: Tensor  # (B,) start value shared by the task's curves
+    ymax: Tensor  # (B,) ceiling of the asymptotes
+    log_concentration: Tensor  # (B,) natural log of the Dirichlet concentration of curve weights
+
+
+@dataclass(frozen=True)
+class ConfigParameters:
+    """Configurations of a batch of tasks and their curve parameters."""
+
+    configs: Tensor  # (B, M, D) in [0, 1]; 0 in masked slots and rows
+    hp_mask: Tensor  # (B, D) bool
+    row_mask: Tensor  # (B, M) bool: real configurations
+    params: CurveParams  # fields (R,) or (R, K): the R real rows, packed in (b, m) order
+
+
+def parameters_from_uniforms(u: Tensor, *, y0: Tensor, ymax: Tensor) -> CurveParams:
+    """Turn 23 uniforms per configuration into curve parameters with the FT-PFN marginals.
+
+    ``u`` is (..., 23) in (0, 1); ``y0`` and ``ymax`` broadcast against ``u[..., 0]``. Order of the
+    uniforms: Yinf, 4 basis weights, 4 shapes, Xsat_max, 4 relative saturation times, 4
+    precisions, 4 post-saturation rates, noise std.
+    """
+    if u.shape[-1] != N_PARAMS:
+        raise ValueError(f"u must have {N_PARAMS} entries in its last dimension, got {u.shape}")
+    normal = torch.special.ndtri(u)  # (..., 23) standard normal quantiles
+    exp1 = -torch.log1p(-u)  # (..., 23) Exp(1) = Gamma(1) quantiles
+    yinf = y0 + (ymax - y0) * u[..., 0]
+    gam = exp1[..., 1:5]
+    weights = gam / gam.sum(-1, keepdim=True)  # Dirichlet(1, 1, 1, 1)
+    z = normal[..., 5:9]
+    alpha = torch.stack(
+        [
+            torch.exp(1.0 + z[..., 0]),
+            torch.exp(z[..., 1]),
+            1.0 + torch.exp(-4.0 + z[..., 2]),
+            torch.exp(0.5 + 0.5 * z[..., 3]),
+        ],
+        dim=-1,
+    )
+    xsat_max = torch.exp(_LN10 * normal[..., 9])  # 10^N(0, 1)
+    rel = exp1[..., 10:14]
+    xsat = xsat_max[..., None] * rel / rel.amax(-1, keepdim=True)
+    prec = torch.exp(3.0 * _LN10 * u[..., 14:18])  # 10^U(0, 3)
+    rate = 1.0 - exp1[..., 18:22]
+    sigma = torch.exp(-5.0 + normal[..., 22])
+    return CurveParams(
+        y0=y0.expand_as(yinf),
+        yinf=yinf,
+        weights=weights,
+        alpha=alpha,
+        xsat=xsat,
+        prec=prec,
+        rate=rate,
+        sigma=sigma,
+    )
+
+
+class FTPFNPrior:
+    """The FT-PFN prior over learning-curve tasks (implements ``priors.base.Prior``)."""
+
+    def __init__(self, config: FTPFNPriorConfig | None = None) -> None:
+        self.config = config or FTPFNPriorConfig()
+        self.max_hps = self.config.max_hps
+        self._table: ECDFTable = load_table()
+
+    def draw_tasks(self, batch_size: int, *, generator: torch.Generator) -> TaskDraw:
+        """Draw the task-level variables ``d``, ``n``, ``y0``, ceiling and concentration."""
+        cfg = self.config
+        dev = generator.device
+        n_hps = torch.randint(
+            cfg.min_hps, cfg.max_task_hps + 1, (batch_size,), generator=generator, device=dev
+        )
+        lo, hi = math.log10(cfg.min_curve_length), math.log10(cfg.max_curve_length)
+        u = torch.rand(batch_size, 5, generator=generator, device=dev)
+        length = torch.exp(_LN10 * (lo + (hi - lo) * u[:, 0])).round().long()
+        # Every token must be a distinct step of some curve: n * N >= T.
+        length = length.clamp(min=-(-cfg.seq_len // cfg.n_configs), max=cfg.max_curve_length)
+        y0 = torch.minimum(u[:, 1], u[:, 2])
+        ymax = torch.where(
+            u[:, 3] < cfg.ceiling_prob, torch.maximum(u[:, 1], u[:, 2]), torch.ones_like(y0)
+        )
+        c_lo, c_hi = cfg.min_log10_concentration, cfg.max_log10_concentration
+        log_conc = _LN10 * (c_lo + (c_hi - c_lo) * u[:, 4])
+        return TaskDraw(n_hps, length, y0, ymax, log_conc)
+
+    def config_parameters(
+        self, tasks: TaskDraw, rows: Tensor, n_rows: int, *, generator: torch.Generator
+    ) -> ConfigParameters:
+        """Draw ``rows[b]`` configurations per task and push them through the task's network.
+
+        Configurations are padded to (B, n_rows, D); parameters are packed over the real rows.
+        """
+        dev = generator.device
+        b = rows.shape[0]
+        d = self.config.max_hps
+        hp_mask = torch.arange(d, device=dev) < tasks.n_hps[:, None]  # (B, D)
+        row_mask = torch.arange(n_rows, device=dev) < rows[:, None]  # (B, M)
+        configs = torch.rand(b, n_rows, d, generator=generator, device=dev)
+        configs = configs * (row_mask[:, :, None] & hp_mask[:, None, :])  # (B, M, D)
+        mlp = draw_mlps(self.config.mlp, b, generator=generator)
+        raw = evaluate_mlps(
+            mlp,
+            configs,
+            rows=rows,
+            hp_mask=hp_mask,
+            n_outputs=N_PARAMS,
+            config=self.config.mlp,
+            generator=generator,
+        )  # (B, M, 23)
+        u = to_uniform(raw[row_mask], self._table.to(dev))  # (R, 23)
+        task = torch.arange(b, device=dev).repeat_interleave(rows)  # (R,)
+        params = parameters_from_uniforms(u, y0=tasks.y0[task], ymax=tasks.ymax[task])
+        return ConfigParameters(configs, hp_mask, row_mask, params)
+
+    def sample_parameters(
+        self, batch_size: int, n_rows: int, *, generator: torch.Generator
+    ) -> ConfigParameters:
+        """``n_rows`` random configurations per task with their curve parameters (for analysis)."""
+        tasks = self.draw_tasks(batch_size, generator=generator)
+        rows = torch.full((batch_size,), n_rows, device=generator.device)
+        return self.config_parameters(tasks, rows, n_rows, generator=generator)
+
+    def sample(
+        self, batch_size: int, *, generator: torch.Generator, n_context: int | None = None
+    ) -> CurveBatch:
+        """Draw ``batch_size`` tasks of ``seq_len`` tokens (see ``priors.batch``).
+
+        ``n_context`` (default: uniform in ``0..seq_len-1``, drawn from ``generator``) fixes the
+        number of context tokens of every task of the batch.
+        """
+        cfg = self.config
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n_context is not None and not 0 <= n_context <= cfg.seq_len:
+            raise ValueError(f"n_context={n_context} outside [0, seq_len={cfg.seq_len}]")
+        dev = generator.device
+        tasks = self.draw_tasks(batch_size, generator=generator)
+        log_w = curve_log_weights(
+            tasks.log_concentration, cfg.n_configs, cfg.weight_floor, generator=generator
+        )  # (B, N)
+        token_curve = race_tokens(log_w, tasks.length, cfg.seq_len, generator=generator)  # (B, T)
+        if n_context is None:
+            n_context = int(torch.randint(0, cfg.seq_len, (), generator=generator, device=dev))
+        step = token_steps(token_curve, tasks.length, n_context, cfg.n_configs, generator=generator)
+
+        # Relabel the touched curves compactly, in order of their original index.
+        touched = torch.zeros(batch_size, cfg.n_configs, dtype=torch.bool, device=dev)
+        touched.scatter_(1, token_curve, True)  # (B, N)
+        compact = touched.long().cumsum(1) - 1  # (B, N)
+        n_curves = touched.sum(1)  # (B,)
+        c = int(n_curves.max())
+        curve = compact.gather(1, token_curve)  # (B, T)
+
+        cp = self.config_parameters(tasks, n_curves, c, generator=generator)
+        t = step.float() / tasks.length[:, None].float()  # (B, T)
+        first_row = n_curves.cumsum(0) - n_curves  # (B,) packed index of each task's curve 0
+        row = first_row[:, None] + curve  # (B, T) packed row of each token
+        p = cp.params
+        token_params = CurveParams(
+            **{name: getattr(p, name)[row] for name in _PARAM_FIELDS}
+        )  # fields (B, T) or (B, T, K)
+        y = observe(token_params, t, generator=generator)  # (B, T)
+        return CurveBatch(
+            configs=cp.configs,
+            hp_mask=cp.hp_mask,
+            curve_mask=cp.row_mask,
+            curve=curve,
+            t=t,
+            y=y,
+            n_context=n_context,
+        )
+
+
+def curve_log_weights(
+    log_concentration: Tensor, n_configs: int, floor: float, *, generator: torch.Generator
+) -> Tensor:
+    """Log of normalised curve weights ``(c G + floor) / sum``, ``G ~ Gamma(c)`` per curve.
+
+    Computed in log space (``G = Gamma(1 + c) U^(1/c)``) since ``G`` underflows for tiny ``c``.
+    Returns (B, N) log-probabilities.
+    """
+    b = log_concentration.shape[0]
+    dev = log_concentration.device
+    conc = log_concentration.exp()[:, None].expand(b, n_configs).contiguous()  # (B, N)
+    g1 = torch._standard_gamma(conc + 1.0, generator=generator)  # (B, N)
+    u = torch.rand(b, n_configs, generator=generator, device=dev).clamp_min(1e-30)
+    log_w = log_concentration[:, None] + g1.log() + u.log() / conc  # log(c G)
+    if floor > 0:
+        log_w = torch.logaddexp(log_w, torch.full_like(log_w, math.log(floor)))
+    return log_w - log_w.logsumexp(1, keepdim=True)
+
+
+def race_tokens(
+    log_w: Tensor, length: Tensor, n_tokens: int, *, generator: torch.Generator
+) -> Tensor:
+    """Curve of each token, in draw order, when drawing slots without replacement.
+
+    Curve ``c`` has ``length`` slots each of weight ``w_c / length``; drawing without replacement
+    proportionally to weight is an exponential race of the slots. Up to a time ``tau`` the number of
+    arrivals of curve ``c`` is ``Binomial(slots left, 1 - exp(-w_c tau / n))`` and their times are
+    i.i.d. truncated exponentials, so the race is simulated exactly per curve; ``tau`` is chosen to
+    give a few more than ``n_tokens`` arrivals and extended (memorylessly) in the rare case it gave
+    fewer. Requires ``n_configs * length >= n_tokens``. Returns (B, T) long curve indices.
+    """
+    b, n_cfg = log_w.shape
+    dev = log_w.device
+    rate = (log_w.exp() / length[:, None].float()).double()  # (B, N) per-slot rates
+    left = length[:, None].expand(b, n_cfg).double()  # (B, N) slots not yet arrived
+    got = torch.zeros(b, dtype=torch.float64, device=dev)
+    start = torch.zeros(b, dtype=torch.float64, device=dev)
+    times, tasks, curves = [], [], []
+    while True:
+        need = (n_tokens - got).clamp(min=0)  # (B,)
+        if not bool((need > 0).any()):
+            break
+        capacity = left.sum(1)
+        target = torch.minimum(need + 3.0 * need.sqrt() + 5.0, capacity)  # (B,)
+        span = _solve_span(rate, left, target)  # (B,): expected arrivals in span = target
+        span = torch.where(need > 0, span, torch.zeros_like(span))
+        span = torch.where(target >= capacity, torch.full_like(span, math.inf), span)
+        prob = -torch.expm1(-rate * span[:, None])  # (B, N)
+        prob = torch.where(span[:, None] > 0, prob, torch.zeros_like(prob))
+        count = torch.binomial(left.float(), prob.float(), generator=generator).double()
+        count = torch.minimum(count, left)
+        left = left - count
+        got = got + count.sum(1)
+        flat = count.flatten().long()  # (B*N,)
+        ids = torch.repeat_interleave(torch.arange(b * n_cfg, device=dev), flat)  # (A,)
+        u = torch.rand(ids.shape[0], generator=generator, device=dev, dtype=torch.float64)
+        r = rate.flatten()[ids]
+        p = prob.flatten()[ids]
+        task = ids // n_cfg
+        times.append(start[task] - torch.log1p(-u * p) / r)
+        tasks.append(task)
+        curves.append(ids % n_cfg)
+        start = start + span.nan_to_num(posinf=0.0)
+    time = torch.cat(times)
+    task = torch.cat(tasks)
+    curve = torch.cat(curves)
+    order = torch.argsort(time, stable=True)
+    order = order[torch.argsort(task[order], stable=True)]  # by task, then by time
+    task, curve = task[order], curve[order]
+    first = torch.searchsorted(task, torch.arange(b, device=dev))  # (B,) start of each task
+    rank = torch.arange(task.shape[0], device=dev) - first[task]
+    keep = rank < n_tokens
+    out = torch.empty(b, n_tokens, dtype=torch.long, device=dev)
+    out[task[keep], rank[keep]] = curve[keep]
+    return out
+
+
+def _solve_span(rate: Tensor, left: Tensor, target: Tensor, iters: int = 30) -> Tensor:
+    """Per task the ``s`` with ``sum_c left_c (1 - exp(-rate_c s)) = target`` (bisection in log s).
+
+    The left side is at most ``s * sum(left * rate) <= s``-ish, so ``s >= target / sum(left*rate)``.
+    """
+    lo = (target / (left * rate).sum(1).clamp_min(1e-300)).clamp_min(1e-300).log()  # (B,)
+    hi = lo + 80.0
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        expected = (left * -torch.expm1(-rate * mid.exp()[:, None])).sum(1)
+        below = expected < target
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return hi.exp()
+
+
+def token_steps(
+    token_curve: Tensor,
+    length: Tensor,
+    n_context: int,
+    n_configs: int,
+    *,
+    generator: torch.Generator,
+) -> Tensor:
+    """The step (1..n) of every token.
+
+    A curve's context tokens (positions ``< n_context``) get steps ``1..k`` in sequence order; its
+    ``q`` query tokens get ``q`` distinct steps drawn uniformly from ``k+1..n``. ``token_curve`` is
+    (B, T) with at most ``length[b]`` tokens per curve. Returns (B, T) long.
+    """
+    b, t = token_curve.shape
+    dev = token_curve.device
+    key = token_curve + n_configs * torch.arange(b, device=dev)[:, None]  # (B, T) global curve
+    key = key.flatten()
+    order = torch.argsort(key, stable=True)  # tokens grouped by curve, in sequence order
+    skey = key[order]
+    pos = torch.arange(b * t, device=dev)
+    new_group = torch.ones_like(skey, dtype=torch.bool)
+    new_group[1:] = skey[1:] != skey[:-1]
+    group_start = torch.where(new_group, pos, torch.zeros_like(pos)).cummax(0).values
+    occ = pos - group_start  # occurrence index of the token within its curve
+    is_ctx = (order % t) < n_context
+    n_ctx_curve = torch.zeros(b * n_configs, dtype=torch.long, device=dev)
+    n_ctx_curve.scatter_add_(0, skey, is_ctx.long())
+    n_tok_curve = torch.zeros(b * n_configs, dtype=torch.long, device=dev)
+    n_tok_curve.scatter_add_(0, skey, torch.ones_like(skey))
+    k = n_ctx_curve[skey]  # context tokens of the token's curve
+    q = n_tok_curve[skey] - k  # query tokens of the token's curve
+    n = length[skey // n_configs]
+    query = ~is_ctx
+    offset = _distinct_offsets(
+        skey[query], (occ - k)[query], q[query], (n - k)[query], generator=generator
+    )
+    step_sorted = occ + 1
+    step_sorted[query] = k[query] + 1 + offset
+    step = torch.empty_like(step_sorted)
+    step[order] = step_sorted
+    return step.view(b, t)
+
+
+def _distinct_offsets(
+    group: Tensor, index: Tensor, count: Tensor, span: Tensor, *, generator: torch.Generator
+) -> Tensor:
+    """For groups of ``count`` items, distinct uniform offsets in ``0..span-1`` within each group.
+
+    All tensors are (Q,), items of a group contiguous and ``index`` their rank in it. Dense groups
+    (``span <= 4 count``) take the first ``count`` of a random permutation of their span; sparse
+    ones draw i.i.d. and redraw duplicates (rejection, i.e. sampling without replacement).
+    """
+    dev = group.device
+    out = torch.empty_like(group)
+    if group.numel() == 0:
+        return out
+    dense = span <= 4 * count
+    if bool(dense.any()):
+        first = dense & (index == 0)  # one item per dense group
+        g_span = span[first]  # (G,)
+        g_id = torch.repeat_interleave(torch.arange(g_span.shape[0], device=dev), g_span)
+        keys = (
+            torch.rand(g_id.shape[0], generator=generator, device=dev, dtype=torch.float64) + g_id
+        )
+        perm = torch.argsort(keys)  # per group a random permutation, groups in order
+        g_start = torch.cumsum(g_span, 0) - g_span  # (G,)
+        value = perm - g_start[g_id]  # offset within the group's span
+        item_group = torch.cumsum(first.long(), 0)[dense] - 1  # dense item -> its group
+        out[dense] = value[g_start[item_group] + index[dense]]
+    sparse = ~dense
+    if bool(sparse.any()):
+        s_group, s_span = group[sparse], span[sparse]
+        v = (torch.rand(s_group.shape[0], generator=generator, device=dev) * s_span).long()
+        v = torch.minimum(v, s_span - 1)
+        redraw = torch.ones_like(v, dtype=torch.bool)
+        big = int(s_span.max()) + 1
+        while True:
+            key = s_group * big + v
+            order = torch.argsort(key, stable=True)
+            sk = key[order]
+            dup = torch.zeros_like(redraw)
+            dup[order[1:]] = sk[1:] == sk[:-1]
+            if not bool(dup.any()):
+                break
+            fresh = (torch.rand(v.shape[0], generator=generator, device=dev) * s_span).long()
+            v = torch.where(dup, torch.minimum(fresh, s_span - 1), v)
+        out[sparse] = v
+    return out

@@ -1,0 +1,75 @@
+"""Tests for pfn/checkpoint.py: the round trip through files, and the checks on load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pfn.bar_distribution import uniform_borders
+from pfn.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
+from pfn.model import CurveSetTransformer, ModelConfig
+from pfn.surrogate import Curve, Surrogate
+
+K = 50
+CTX = [Curve([0.2], t=[0.1, 0.2], y=[0.3, 0.5]), Curve([0.8], t=[0.1], y=[0.6])]
+QUERY = [Curve([0.2], t=[0.5, 1.0]), Curve([0.5], t=[1.0])]
+
+
+@pytest.fixture
+def ckpt() -> Checkpoint:
+    torch.manual_seed(0)
+    config = ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, n_query_layers=1, n_buckets=K)
+    model = CurveSetTransformer(config)
+    return Checkpoint(
+        state_dict=model.state_dict(),
+        model=config,
+        borders=uniform_borders(K),
+        prior={"name": "ftpfn"},
+        training={"steps": 3},
+    )
+
+
+def test_round_trip_gives_identical_predictions(ckpt, tmp_path):
+    weights, card = save_checkpoint(tmp_path / "sub" / "m", ckpt)
+    assert (weights.name, card.name) == ("m.pt", "m.json")
+    state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only
+    assert state.keys() == ckpt.state_dict.keys()
+    meta = json.loads(card.read_text())
+    assert meta["format_version"] == FORMAT_VERSION and len(meta["borders"]) == K + 1
+    for name in ("m", "m.pt", "m.json"):
+        loaded = load_checkpoint(tmp_path / "sub" / name)
+        assert loaded.model == ckpt.model and loaded.prior == {"name": "ftpfn"}
+        assert loaded.training == {"steps": 3}
+        torch.testing.assert_close(loaded.borders, ckpt.borders, rtol=0, atol=0)
+    before = Surrogate.from_checkpoint(ckpt).predict(CTX, QUERY)
+    after = Surrogate.load(tmp_path / "sub" / "m").predict(CTX, QUERY)
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
+
+
+def test_tampered_weights_fail_the_sha256_check(ckpt, tmp_path):
+    weights, _ = save_checkpoint(tmp_path / "m", ckpt)
+    state = torch.load(weights, weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1.0
+    torch.save(state, weights)
+    with pytest.raises(ValueError, match="sha256"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_unknown_format_version_is_rejected(ckpt, tmp_path):
+    _, card = save_checkpoint(tmp_path / "m", ckpt)
+    meta = json.loads(card.read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    card.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format_version"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_missing_file(ckpt, tmp_path):
+    weights, _ = save_checkpoint(tmp_path / "m", ckpt)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="m.pt"):
+        load_checkpoint(tmp_path / "m")

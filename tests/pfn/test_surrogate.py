@@ -1,0 +1,258 @@
+"""Tests for pfn/surrogate.py on a tiny network with random weights (the API, not its accuracy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pfn.bar_distribution import BarDistribution, uniform_borders
+from pfn.checkpoint import Checkpoint, save_checkpoint
+from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from pfn.scaling import MetricScaler
+from pfn.surrogate import Curve, RawRun, Surrogate
+
+K = 50
+
+
+def tiny_model(seed: int = 0) -> CurveSetTransformer:
+    torch.manual_seed(seed)
+    return CurveSetTransformer(
+        ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, n_query_layers=1, n_buckets=K)
+    )
+
+
+@pytest.fixture(scope="module")
+def sur() -> Surrogate:
+    return Surrogate(tiny_model(), BarDistribution(uniform_borders(K)))
+
+
+CTX = [
+    Curve([0.1, 0.5], t=[0.1, 0.2, 0.3], y=[0.2, 0.35, 0.4]),
+    Curve([0.9, 0.2], t=[0.1], y=[0.1]),
+    Curve([0.4, 0.7], t=[0.1, 0.2], y=[0.5, 0.6]),
+]
+
+
+# ---- Curve validation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"t": [0.1, 0.2], "y": [0.3, np.nan]}, r"Curve\.y contains NaN"),
+        ({"t": [0.1, 0.2], "y": [0.3, np.inf]}, r"Curve\.y contains NaN or inf"),
+        ({"t": [0.0, 0.2], "y": [0.3, 0.4]}, r"Curve\.t must lie in \(0, 1\]"),
+        ({"t": [0.5, 1.5]}, r"Curve\.t must lie in \(0, 1\]"),
+        ({"t": [np.nan]}, r"Curve\.t contains NaN"),
+        ({"t": [0.1, 0.2], "y": [0.3, 1.2]}, r"Curve\.y must lie in \[0, 1\]"),
+        ({"t": [0.1, 0.2], "y": [0.3]}, r"Curve\.y has 1 values but Curve\.t has 2"),
+        ({"t": [0.1], "y": ["a"]}, r"Curve\.y must be numeric"),
+        ({"t": [[0.1]]}, r"Curve\.t must be 1-D"),
+    ],
+)
+def test_curve_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Curve([0.5], **kwargs)
+
+
+def test_curve_rejects_bad_config():
+    with pytest.raises(ValueError, match=r"Curve\.config must lie in \[0, 1\]"):
+        Curve([0.5, 1.5], t=[1.0])
+    with pytest.raises(ValueError, match=r"Curve\.config contains NaN"):
+        Curve([np.nan], t=[1.0])
+
+
+def test_curve_converts_and_freezes():
+    c = Curve([], t=0.5)
+    assert c.config.shape == (0,) and c.t.shape == (1,) and c.t.dtype == np.float64
+    with pytest.raises(ValueError):
+        c.t[0] = 0.7  # read-only
+    assert Curve([0.25, 1], t=[1.0]).key == (0.25, 1.0)
+
+
+# ---- predict: errors ----------------------------------------------------------------------------
+
+
+def test_predict_errors(sur):
+    with pytest.raises(ValueError, match="query is empty"):
+        sur.predict(CTX, [])
+    with pytest.raises(ValueError, match="same length"):
+        sur.predict(CTX, [Curve([0.1, 0.5, 0.3], t=[1.0])])
+    with pytest.raises(ValueError, match="max_hps=32"):
+        sur.predict([], [Curve(np.full(33, 0.5), t=[1.0])])
+    with pytest.raises(ValueError, match="context curve 0 has no y"):
+        sur.predict([Curve([0.1, 0.5], t=[0.2])], [Curve([0.1, 0.5], t=[1.0])])
+    with pytest.raises(ValueError, match="query curve 0 has y"):
+        sur.predict(CTX, [CTX[0]])
+    with pytest.raises(ValueError, match="query curve 0 has no t"):
+        sur.predict(CTX, [Curve([0.1, 0.5], t=[])])
+    twins = [CTX[0], Curve(CTX[0].config, t=[0.1], y=[0.9])]
+    with pytest.raises(ValueError, match="shared by several context curves"):
+        sur.predict(twins, [Curve(CTX[0].config, t=[1.0])])
+
+
+# ---- predict: behaviour -------------------------------------------------------------------------
+
+
+def test_prediction_shapes_and_consistency(sur):
+    (p,) = sur.predict(CTX, [Curve([0.1, 0.5], t=[0.5, 0.8, 1.0])])
+    assert p.logits.shape == (3, K)
+    np.testing.assert_array_equal(p.t, [0.5, 0.8, 1.0])
+    for out in (
+        p.mean(),
+        p.variance(),
+        p.quantile(0.5),
+        p.cdf(0.5),
+        p.log_prob(0.5),
+        p.pi(0.5),
+        p.ei(0.5),
+        p.ucb(),
+    ):
+        assert isinstance(out, np.ndarray) and out.shape == (3,)
+        assert np.isfinite(out).all()
+    draws = p.sample(7, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (7, 3) and ((draws >= 0) & (draws <= 1)).all()
+    np.testing.assert_array_equal(draws, p.sample(7, generator=torch.Generator().manual_seed(0)))
+    assert (p.quantile(0.05) <= p.quantile(0.5)).all() and (p.quantile(0.5) <= p.ucb(q=0.95)).all()
+    np.testing.assert_allclose(p.cdf(p.quantile(0.3)), 0.3, atol=1e-5)
+    np.testing.assert_allclose(p.pi(0.4), 1 - p.cdf(0.4), atol=1e-5)
+    np.testing.assert_allclose(
+        p.quantile([0.1, 0.5, 0.9]),
+        [p.quantile(q)[i] for i, q in enumerate([0.1, 0.5, 0.9])],
+        atol=1e-6,
+    )
+
+
+def test_predict_matches_a_hand_built_input(sur):
+    new = Curve([0.3, 0.3], t=[0.5, 1.0])
+    preds = sur.predict(CTX, [Curve([0.4, 0.7], t=[1.0]), new])
+    inp = CurveSetInput(
+        configs=torch.nn.functional.pad(
+            torch.tensor([[0.1, 0.5], [0.9, 0.2], [0.4, 0.7], [0.3, 0.3]]), (0, 30)
+        )[None],
+        hp_mask=(torch.arange(32) < 2)[None],
+        curve_mask=torch.ones(1, 4, dtype=torch.bool),
+        ctx_curve=torch.tensor([[0, 0, 0, 1, 2, 2]]),
+        ctx_t=torch.tensor([[0.1, 0.2, 0.3, 0.1, 0.1, 0.2]]),
+        ctx_y=torch.tensor([[0.2, 0.35, 0.4, 0.1, 0.5, 0.6]]),
+        ctx_mask=torch.ones(1, 6, dtype=torch.bool),
+        qry_curve=torch.tensor([[2, 3, 3]]),
+        qry_t=torch.tensor([[1.0, 0.5, 1.0]]),
+        qry_mask=torch.ones(1, 3, dtype=torch.bool),
+    )
+    with torch.no_grad():
+        logits = sur.model(inp)[0]
+    torch.testing.assert_close(preds[0].logits, logits[:1])
+    torch.testing.assert_close(preds[1].logits, logits[1:])
+
+
+def test_predictions_do_not_depend_on_context_order(sur):
+    query = [Curve([0.1, 0.5], t=[0.5, 1.0]), Curve([0.6, 0.6], t=[1.0]), Curve([0.9, 0.2], t=[1])]
+    a = sur.predict(CTX, query)
+    b = sur.predict([CTX[2], CTX[0], CTX[1]], query)
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa.logits, pb.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_query_times_are_independent(sur):
+    # The same curves queried at more times: the shared times get the same predictions.
+    one = sur.predict(CTX, [Curve([0.1, 0.5], t=[1.0]), Curve([0.7, 0.5], t=[0.4])])
+    many = sur.predict(CTX, [Curve([0.1, 0.5], t=[0.5, 1.0]), Curve([0.7, 0.5], t=[0.4, 0.9])])
+    torch.testing.assert_close(one[0].logits[0], many[0].logits[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(one[1].logits[0], many[1].logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_query_with_a_context_config_is_that_curve(sur):
+    seen = sur.predict(CTX, [Curve([0.1, 0.5], t=[1.0])])[0]
+    unseen = sur.predict(CTX[1:], [Curve([0.1, 0.5], t=[1.0])])[0]
+    assert not torch.allclose(seen.logits, unseen.logits, atol=1e-4)
+
+
+def test_predict_without_context_and_without_hyperparameters(sur):
+    (p,) = sur.predict([], [Curve([], t=[0.5, 1.0])])
+    assert p.mean().shape == (2,)
+    ctx = [Curve([], t=[0.1, 0.2], y=[0.3, 0.4])]
+    assert sur.predict(ctx, [Curve([], t=[1.0])])[0].mean().shape == (1,)
+
+
+# ---- predict_final ------------------------------------------------------------------------------
+
+
+def test_predict_final_in_metric_units(sur):
+    runs = {
+        "good": RawRun(steps=[1, 2, 3], values=[0.9, 0.6, 0.4], config=[0.1]),
+        "diverged": RawRun(steps=[1, 2], values=[0.9, np.nan], config=[0.8]),
+        "huge": RawRun(steps=[1, 2, 3], values=[0.9, 50.0, 1e34], config=[0.5]),
+    }
+    preds = sur.predict_final(
+        runs, max_step=10, higher_is_better=False, lower_bound=0.0, steps=[5, 2.5]
+    )
+    assert [p.run for p in preds] == ["good", "diverged", "huge"]
+    for p in preds:
+        assert 0.0 <= p.lower <= p.final <= p.upper
+        np.testing.assert_array_equal(p.steps, [2.5, 5.0, 10.0])
+        np.testing.assert_array_equal(p.score.t, [0.25, 0.5, 1.0])
+        assert p.median_path.shape == p.lower_path.shape == p.upper_path.shape == (3,)
+        assert p.median_path[-1] == p.final and p.interval == 0.9
+        # The metric quantiles are images of the score quantiles (flipped for a loss).
+        assert p.final == pytest.approx(float(p.scaler.to_metric(p.score.quantile(0.5))[-1]))
+        assert p.upper == pytest.approx(float(p.scaler.to_metric(p.score.quantile(0.05))[-1]))
+    scaler = preds[0].scaler
+    assert isinstance(scaler, MetricScaler) and not scaler.higher_is_better
+
+
+def test_predict_final_matches_predict(sur):
+    runs = [RawRun(steps=[10, 20], values=[0.5, 0.6]), RawRun(steps=[10], values=[0.2])]
+    (p0, _) = sur.predict_final(
+        runs, max_step=100, higher_is_better=True, lower_bound=0.0, upper_bound=1.0
+    )
+    assert p0.run == 0
+    # Accuracy in [0, 1] maps to itself, so this is predict() on the same curves; the runs share
+    # the empty config, so predict() can query neither, but a run alone can be.
+    alone = sur.predict_final(
+        runs[:1], max_step=100, higher_is_better=True, lower_bound=0.0, upper_bound=1.0
+    )[0]
+    direct = sur.predict([Curve([], t=[0.1, 0.2], y=[0.5, 0.6])], [Curve([], t=[1.0])])[0]
+    torch.testing.assert_close(alone.score.logits, direct.logits)
+    assert alone.final == pytest.approx(float(direct.quantile(0.5)[0]))
+
+
+def test_predict_final_errors(sur):
+    ok = RawRun(steps=[1, 2], values=[0.5, 0.4])
+    with pytest.raises(ValueError, match="no runs"):
+        sur.predict_final([], max_step=10, higher_is_better=True)
+    with pytest.raises(ValueError, match=r"steps must lie in \(0, max_step=10\]"):
+        sur.predict_final([RawRun(steps=[0, 5], values=[1, 2])], max_step=10, higher_is_better=True)
+    with pytest.raises(ValueError, match=r"steps must lie in \(0, max_step=10\]"):
+        sur.predict_final(
+            [RawRun(steps=[5, 11], values=[1, 2])], max_step=10, higher_is_better=True
+        )
+    with pytest.raises(ValueError, match="same length"):
+        sur.predict_final([RawRun(steps=[1, 2], values=[1])], max_step=10, higher_is_better=True)
+    with pytest.raises(ValueError, match="every run has a config or none"):
+        sur.predict_final(
+            [ok, RawRun(steps=[1], values=[1], config=[0.5])], max_step=10, higher_is_better=True
+        )
+    with pytest.raises(ValueError, match="interval"):
+        sur.predict_final([ok], max_step=10, higher_is_better=True, interval=1.0)
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def test_load_reports_a_missing_shipped_checkpoint(monkeypatch, tmp_path):
+    monkeypatch.setattr("pfn.surrogate.files", lambda package: tmp_path)
+    with pytest.raises(FileNotFoundError, match="shipped checkpoint is absent.*curvepfn pretrain"):
+        Surrogate.load()
+
+
+def test_load_default_and_path(monkeypatch, tmp_path):
+    model = tiny_model(seed=3)
+    ckpt = Checkpoint(state_dict=model.state_dict(), model=model.config, borders=uniform_borders(K))
+    save_checkpoint(tmp_path / "default", ckpt)
+    monkeypatch.setattr("pfn.surrogate.files", lambda package: tmp_path)
+    query = [Curve([0.1, 0.5], t=[1.0])]
+    a = Surrogate.load().predict(CTX, query)[0]
+    b = Surrogate.load(tmp_path / "default.pt").predict(CTX, query)[0]
+    torch.testing.assert_close(a.logits, b.logits)

@@ -1,0 +1,209 @@
+"""Tests of priors.ftpfn: parameter marginals, batch layout, sequence construction, statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from scipy import stats
+
+from priors.base import Prior
+from priors.curves import CurveParams, mean_curve
+from priors.ftpfn import FTPFNPrior, FTPFNPriorConfig, parameters_from_uniforms
+
+KS_P = 1e-3
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _marginal_checks(p: CurveParams, y0: float, ymax: float, n: int) -> None:
+    """KS test of every parameter against its target marginal."""
+    checks = {
+        "yinf": (p.yinf.flatten(), stats.uniform(y0, ymax - y0).cdf),
+        "weight": (p.weights[..., 0].flatten(), stats.beta(1, 3).cdf),
+        "alpha_pow": (p.alpha[..., 0].log().flatten(), stats.norm(1, 1).cdf),
+        "alpha_exp": (p.alpha[..., 1].log().flatten(), stats.norm(0, 1).cdf),
+        "alpha_log": ((p.alpha[..., 2] - 1).log().flatten(), stats.norm(-4, 1).cdf),
+        "alpha_hill": (p.alpha[..., 3].log().flatten(), stats.norm(0.5, 0.5).cdf),
+        "xsat_max": (p.xsat.amax(-1).log10().flatten(), stats.norm(0, 1).cdf),
+        "prec": (p.prec[..., 2].log10().flatten(), stats.uniform(0, 3).cdf),
+        "rate": ((1 - p.rate[..., 3]).flatten(), stats.expon().cdf),
+        "sigma": (p.sigma.log().flatten(), stats.norm(-5, 1).cdf),
+    }
+    for name, (x, cdf) in checks.items():
+        assert x.numel() == n
+        res = stats.kstest(x.double().numpy(), cdf)
+        assert res.pvalue > KS_P, f"{name}: {res}"
+
+
+def test_parameters_from_exact_uniforms_have_the_target_marginals():
+    n = 20000
+    u = torch.rand(n, 23, generator=_gen(0), dtype=torch.float64)
+    p = parameters_from_uniforms(u, y0=torch.tensor(0.2), ymax=torch.tensor(0.9))
+    _marginal_checks(p, 0.2, 0.9, n)
+    # relative saturation times: the slowest basis saturates at Xsat_max
+    assert torch.allclose(
+        p.xsat.amax(-1), torch.exp(2.302585092994046 * torch.special.ndtri(u[:, 9]))
+    )
+
+
+def test_parameters_through_random_networks_have_the_target_marginals():
+    # one configuration per task, so draws are independent; y0 and ymax pinned by the config
+    prior = FTPFNPrior(FTPFNPriorConfig(ceiling_prob=0.0))
+    n = 800
+    cp = prior.sample_parameters(n, 1, generator=_gen(1))
+    p = cp.params
+    assert p.yinf.shape == (n,)
+    # Yinf is U(y0, 1) given y0: its uniform is (yinf - y0) / (1 - y0)
+    u_inf = (p.yinf - p.y0) / (1 - p.y0)
+    p = dataclasses.replace(p, yinf=u_inf)
+    _marginal_checks(p, 0.0, 1.0, n)
+
+
+def _batch(seed: int = 0, b: int = 6, **kw) -> tuple[FTPFNPrior, object]:
+    prior = FTPFNPrior(FTPFNPriorConfig(**kw))
+    return prior, prior.sample(b, generator=_gen(seed))
+
+
+def test_implements_prior_protocol():
+    assert isinstance(FTPFNPrior(), Prior)
+
+
+def test_batch_layout_and_masks():
+    prior, batch = _batch()
+    b, c, d = batch.configs.shape
+    assert d == prior.max_hps == 32
+    assert batch.n_tokens == 1000 and batch.batch_size == 6
+    assert torch.all((batch.y >= 0) & (batch.y <= 1))
+    assert torch.all((batch.t > 0) & (batch.t <= 1))
+    n_hps = batch.hp_mask.sum(1)
+    assert torch.all((n_hps >= 1) & (n_hps <= 10))
+    assert torch.all(batch.hp_mask == (torch.arange(d) < n_hps[:, None]))  # a prefix of slots
+    n_curves = batch.curve_mask.sum(1)
+    assert torch.all(batch.curve_mask == (torch.arange(c) < n_curves[:, None]))
+    assert c == int(n_curves.max())
+    mask = batch.curve_mask[:, :, None] & batch.hp_mask[:, None, :]
+    assert torch.all(batch.configs[~mask] == 0)
+    assert torch.all((batch.configs[mask] > 0) & (batch.configs[mask] < 1))
+    assert torch.all(batch.curve < n_curves[:, None])
+    for i in range(b):  # every real curve is touched by some token
+        assert torch.equal(batch.curve[i].unique(), torch.arange(int(n_curves[i])))
+
+
+def test_context_is_a_prefix_and_queries_are_later_distinct_steps():
+    for seed in range(2):
+        _, batch = _batch(seed, b=4)
+        for i in range(batch.batch_size):
+            for cid in batch.curve[i].unique().tolist():
+                pos = (batch.curve[i] == cid).nonzero().flatten()
+                t = batch.t[i, pos]
+                ctx = pos < batch.n_context
+                t_ctx, t_q = t[ctx], t[~ctx]
+                if t_ctx.numel():
+                    step = t_ctx / t_ctx[0]  # context steps are 1..k: t = k / n
+                    expected = torch.arange(1, t_ctx.numel() + 1).float()
+                    assert torch.allclose(step, expected, atol=1e-3)
+                if t_q.numel():
+                    last = t_ctx.max() if t_ctx.numel() else torch.tensor(0.0)
+                    assert torch.all(t_q > last + 1e-7)
+                    assert t_q.unique().numel() == t_q.numel()
+
+
+def test_same_seed_same_batch_different_seed_different():
+    _, a = _batch(5)
+    _, b = _batch(5)
+    _, c = _batch(6)
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb
+    assert not torch.equal(a.y, c.y[: a.y.shape[0]]) or a.n_context != c.n_context
+
+
+def test_n_context_override():
+    prior = FTPFNPrior()
+    assert prior.sample(2, generator=_gen(0), n_context=0).n_context == 0
+    assert prior.sample(2, generator=_gen(0), n_context=1000).n_queries == 0
+    with pytest.raises(ValueError, match="n_context"):
+        prior.sample(2, generator=_gen(0), n_context=1001)
+
+
+def test_tasks_without_hyperparameters():
+    _, batch = _batch(b=4, min_hps=0, max_task_hps=0)
+    assert not batch.hp_mask.any()
+    assert torch.all(batch.configs == 0)
+    assert torch.all((batch.y >= 0) & (batch.y <= 1))
+    prior = FTPFNPrior(FTPFNPriorConfig(min_hps=0, max_task_hps=0))
+    p = prior.sample_parameters(3, 50, generator=_gen(2)).params
+    # all curves of a task share their parameters up to the networks' tiny internal noise
+    yinf = p.yinf.view(3, 50)
+    assert (yinf.amax(1) - yinf.amin(1)).max() < 0.05
+
+
+def test_small_task_sizes():
+    # fewer configurations than tokens: curves are made long enough to hold every token
+    _, batch = _batch(b=3, n_configs=10, seq_len=200)
+    assert batch.configs.shape[1] <= 10 and batch.n_tokens == 200
+    _, batch = _batch(b=3, n_configs=1, seq_len=5, max_hps=2, max_task_hps=2)
+    assert batch.configs.shape == (3, 1, 2)
+    # many configurations are allowed
+    _, batch = _batch(b=2, n_configs=5000, seq_len=300)
+    assert batch.n_tokens == 300
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"max_hps": -1}, "max_hps"),
+        ({"min_hps": -1}, "min_hps"),
+        ({"max_hps": 4}, "max_task_hps"),
+        ({"min_hps": 11}, "min_hps"),
+        ({"n_configs": 0}, "n_configs"),
+        ({"seq_len": 0}, "seq_len"),
+        ({"min_curve_length": 0}, "min_curve_length"),
+        ({"max_curve_length": 5, "min_curve_length": 6}, "max_curve_length"),
+        ({"n_configs": 2, "max_curve_length": 10}, "seq_len"),
+        ({"weight_floor": -1.0}, "weight_floor"),
+        ({"ceiling_prob": 2.0}, "ceiling_prob"),
+        ({"min_log10_concentration": 0.0}, "max_log10_concentration"),
+    ],
+)
+def test_invalid_config_raises_naming_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        FTPFNPriorConfig(**kwargs)
+
+
+def test_invalid_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        FTPFNPrior().sample(0, generator=_gen(0))
+
+
+def test_config_round_trips_through_json():
+    config = FTPFNPriorConfig(max_hps=12, n_configs=3000)
+    again = FTPFNPriorConfig(**json.loads(json.dumps(config.to_dict())))
+    assert again == config
+
+
+def _final_value_stats(n_tasks: int, seed: int) -> tuple[float, float]:
+    p = FTPFNPrior().sample_parameters(n_tasks, 1, generator=_gen(seed)).params
+    p = CurveParams(**{f.name: getattr(p, f.name)[:, None] for f in dataclasses.fields(p)})
+    y = mean_curve(p, torch.linspace(0.001, 1.0, 1000))  # (n, 1000)
+    final = y[:, -1]
+    below_peak = ((y.amax(1) - final) > 0.05).float().mean().item()
+    return final.mean().item(), below_peak
+
+
+def test_reference_statistics_small():
+    mean, below = _final_value_stats(600, 3)
+    assert 0.47 - 0.05 < mean < 0.47 + 0.05
+    assert 0.18 < below < 0.42
+
+
+@pytest.mark.slow
+def test_reference_statistics_10k_tasks():
+    mean, below = _final_value_stats(10_000, 4)
+    assert 0.47 - 0.03 < mean < 0.47 + 0.03
+    assert 0.22 < below < 0.40
