@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="named training config (default: small)",
     )
     pre.add_argument("--max-steps", type=int, default=None, help="override the optimiser steps")
+    pre.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="end this call after that many steps in total (resumable chunks; the schedule still "
+        "spans --max-steps)",
+    )
     pre.add_argument("--devices", type=int, default=1, help="devices to train on (DDP if > 1)")
     pre.add_argument("--out", default=None, help="output folder (default: runs/pretrain-CONFIG)")
     pre.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -92,6 +99,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         devices=args.devices,
         accelerator=args.accelerator,
         resume=not args.no_resume,
+        stop_at=args.stop_at,
     )
     print(
         f"checkpoint: {result.checkpoint} (+ {result.checkpoint.with_suffix('.json').name}), "

@@ -222,6 +222,54 @@ class PFNModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class _Export(L.Callback):
+    """Writes the product checkpoint (``NAME.pt`` + ``NAME.json``) every ``every`` steps."""
+
+    def __init__(self, path: Path, config: TrainConfig, every: int) -> None:
+        self.path, self.config, self.every = path, config, every
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: PFNModule, *args) -> None:
+        if trainer.global_step % self.every == 0 and trainer.is_global_zero:
+            self.export(module, trainer, val_ll=None, wall_time_s=time.perf_counter() - self._start)
+
+    def export(
+        self, module: PFNModule, trainer: L.Trainer, *, val_ll: dict | None, wall_time_s: float
+    ) -> Path:
+        """Save the network now; returns the ``.pt`` path."""
+        steps = int(trainer.global_step)
+        devices = trainer.world_size
+        summary = {
+            "steps": steps,
+            "max_steps": self.config.max_steps,
+            "tasks_seen": steps * self.config.batch_size * devices,
+            "wall_time_s_this_session": round(wall_time_s, 1),
+            "hardware": _hardware(module.device),
+            "devices": devices,
+            "val_ll_by_context_fraction": val_ll,
+            "train_config": self.config.to_dict(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+        }
+        weights, _ = save_checkpoint(
+            self.path,
+            Checkpoint(
+                state_dict=module.net.state_dict(),
+                model=self.config.model,
+                borders=module.dist.borders,
+                prior=self.config.prior,
+                training=summary,
+            ),
+        )
+        return weights
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
 @dataclass(frozen=True)
 class PretrainResult:
     """Where ``pretrain`` put its outputs and what it measured."""
@@ -240,14 +288,22 @@ def pretrain(
     accelerator: str = "auto",
     resume: bool = True,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> PretrainResult:
     """Train a PFN on ``config.prior`` and export it to ``out_dir/model.{pt,json}``.
 
     Resumable: Lightning checkpoints go to ``out_dir/lightning/`` every ``checkpoint_every`` steps,
     and with ``resume`` a new call continues from ``last.ckpt`` (these internal checkpoints hold the
-    optimiser state; only the exported ``model.pt`` is the product format). ``devices > 1`` trains
-    data-parallel with DDP; bf16 autocast is used on GPUs.
+    optimiser state; only the exported ``model.pt`` is the product format). The export is also
+    refreshed at every Lightning checkpoint, so a killed run leaves a usable model behind.
+
+    ``stop_at`` ends this call after that many steps in total while the learning-rate schedule
+    still spans ``config.max_steps``: long CPU trainings run in chunks (one per session) that add up
+    to exactly the run a single call would have made. ``devices > 1`` trains data-parallel with
+    DDP; bf16 autocast is used on GPUs.
     """
+    if stop_at is not None and not 1 <= stop_at <= config.max_steps:
+        raise ValueError(f"stop_at must lie in [1, max_steps={config.max_steps}], got {stop_at}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -260,8 +316,9 @@ def pretrain(
         dirpath=ckpt_dir, save_last=True, every_n_train_steps=config.checkpoint_every,
         save_top_k=0,
     )
+    exporter = _Export(out / "model", config, every=config.checkpoint_every)
     trainer = L.Trainer(
-        max_steps=config.max_steps,
+        max_steps=stop_at or config.max_steps,
         accelerator=accelerator,
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
@@ -271,7 +328,7 @@ def pretrain(
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         logger=CSVLogger(out, name="logs"),
-        callbacks=[checkpointing],
+        callbacks=[checkpointing, exporter],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=10,
@@ -286,26 +343,7 @@ def pretrain(
         for k, v in trainer.callback_metrics.items()
         if k.startswith("val/ll@")
     }
-    summary = {
-        "steps": int(trainer.global_step),
-        "tasks_seen": int(trainer.global_step) * config.batch_size * devices,
-        "wall_time_s_last_session": round(wall, 1),
-        "hardware": torch.cuda.get_device_name() if on_gpu else
-        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
-        "devices": devices,
-        "val_ll_by_context_fraction": val_ll,
-        "train_config": config.to_dict(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-    }
-    path, _ = save_checkpoint(
-        out / "model",
-        Checkpoint(
-            state_dict=module.net.state_dict(),
-            model=config.model,
-            borders=module.dist.borders,
-            prior=config.prior,
-            training=summary,
-        ),
+    path = exporter.export(module, trainer, val_ll=val_ll, wall_time_s=wall)
+    return PretrainResult(
+        checkpoint=path, steps=int(trainer.global_step), wall_time_s=wall, val_ll=val_ll
     )
-    return PretrainResult(checkpoint=path, steps=summary["steps"], wall_time_s=wall, val_ll=val_ll)

@@ -172,9 +172,10 @@ def test_curvepfn_main_reports_bad_input(tmp_path, checkpoint, capsys):
 def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
     seen = {}
 
-    def fake_pretrain(config, out_dir, *, devices, accelerator, resume, progress=True):
+    def fake_pretrain(config, out_dir, *, devices, accelerator, resume, progress=True, stop_at):
         seen.update(
-            config=config, out=out_dir, devices=devices, accelerator=accelerator, resume=resume
+            config=config, out=out_dir, devices=devices, accelerator=accelerator, resume=resume,
+            stop_at=stop_at,
         )
         return PretrainResult(
             checkpoint=Path(out_dir) / "model.pt",
@@ -191,6 +192,8 @@ def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
             "tiny",
             "--max-steps",
             "7",
+            "--stop-at",
+            "5",
             "--seed",
             "3",
             "--out",
@@ -201,7 +204,7 @@ def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
         ]
     )
     assert args.func(args) == 0
-    assert seen["config"].max_steps == 7 and seen["config"].seed == 3
+    assert seen["config"].max_steps == 7 and seen["config"].seed == 3 and seen["stop_at"] == 5
     assert seen["config"].model.d_model == 32  # still the tiny config otherwise
     assert (seen["out"], seen["devices"], seen["accelerator"], seen["resume"]) == (
         tmp_path,

@@ -68,10 +68,25 @@ def test_pretrain_exports_and_resumes(tmp_path):
     ckpt = load_checkpoint(first.checkpoint)
     assert ckpt.model == cfg.model and ckpt.training["steps"] == 12
     assert set(first.val_ll) == {f"{f:g}" for f in cfg.val_fractions}
-    # A second call with a larger budget continues from last.ckpt instead of starting over.
+    # A second call continues from last.ckpt instead of starting over.
     more = pretrain(replace(cfg, max_steps=18), tmp_path, accelerator="cpu", progress=False)
     assert more.steps == 18
-    assert more.wall_time_s < 3 * first.wall_time_s + 5
+    assert load_checkpoint(more.checkpoint).training["steps"] == 18
+
+
+def test_chunked_training_equals_one_run(tmp_path):
+    # Two chunks (stop_at, then resume) must give exactly the weights of one uninterrupted run.
+    cfg = replace(train_config("tiny"), max_steps=10, val_every=5, checkpoint_every=5)
+    whole = pretrain(cfg, tmp_path / "whole", accelerator="cpu", progress=False)
+    pretrain(cfg, tmp_path / "chunks", accelerator="cpu", progress=False, stop_at=5)
+    assert load_checkpoint(tmp_path / "chunks" / "model").training["steps"] == 5
+    chunked = pretrain(cfg, tmp_path / "chunks", accelerator="cpu", progress=False)
+    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(chunked.checkpoint)
+    assert b.training["steps"] == 10
+    for name, tensor in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[name], tensor, msg=name)
+    with pytest.raises(ValueError, match="stop_at"):
+        pretrain(cfg, tmp_path / "x", accelerator="cpu", progress=False, stop_at=11)
 
 
 @pytest.mark.slow
