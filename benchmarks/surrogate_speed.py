@@ -107,8 +107,11 @@ def _in_child(target, *args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None,
-                        help="pretraining variant (tiny|small|base); default: shipped checkpoint")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="pretraining variant (tiny|small|base); default: shipped checkpoint",
+    )
     parser.add_argument("--sizes", default="400,1000,1800,4000,10000")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
@@ -127,8 +130,10 @@ def main() -> None:
         source = f"train_config({args.config!r})"
     n_params = sum(p.numel() for p in CurveSetTransformer(cfg).parameters())
     print(f"model: {source}: {cfg}  ({n_params / 1e6:.2f} M parameters)")
-    print(f"torch {torch.__version__}, {args.threads} threads, M = {args.queries} queries, "
-          f"median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, M = {args.queries} queries, "
+        f"median of {args.repeats}"
+    )
     print(f"{'N':>7} {'curves':>7} {'forward s':>10} {'peak MiB (cold)':>16}")
     for n in (int(s) for s in args.sizes.split(",")):
         median = _in_child(_measure, cfg.to_dict(), n, args.queries, args.repeats, args.threads)

@@ -1,7 +1,7 @@
 """The ``curvepfn`` command line: one subcommand family per package, assembled here.
 
-Each package owns its subcommands in its own ``cli.py`` (``register(subparsers)``); this module is the
-entry point because ``bo`` sits at the top of the import chain ``priors -> pfn -> bo``.
+Each package owns its subcommands in its own ``cli.py`` (``register(subparsers)``); this module
+is the entry point because ``bo`` sits at the top of the import chain ``priors -> pfn -> bo``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full ``curvepfn`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="curvepfn",
-        description="Learning-curve prediction with PFNs and freeze-thaw hyperparameter optimisation.",
+        description="Learning-curve prediction with PFNs and freeze-thaw HPO.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     priors_cli.register(sub)

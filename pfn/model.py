@@ -1,4 +1,4 @@
-"""The curve-set transformer: a PFN that reads many partial learning curves and predicts any of them.
+"""The curve-set transformer: a PFN that reads many partial learning curves, predicts any of them.
 
 Shape legend (batch first everywhere):
     B  tasks
@@ -76,7 +76,7 @@ class ModelConfig:
         return cls(**data)
 
 
-# Per-curve summary statistics fed to the curve latent, computed from the context (see _curve_stats).
+# Per-curve summary statistics of the context fed to the curve latent (see _curve_stats).
 _N_CURVE_STATS = 7
 
 
@@ -279,8 +279,9 @@ class CurveSetTransformer(nn.Module):
         """Logits (B, M, K) of every query's value."""
         b, c, d_hp = inp.configs.shape
         if d_hp != self.config.max_hps:
-            raise ValueError(f"configs have {d_hp} hyperparameter slots, model expects "
-                             f"{self.config.max_hps}")
+            raise ValueError(
+                f"configs have {d_hp} hyperparameter slots, model expects {self.config.max_hps}"
+            )
         n_seg = b * c + 1  # flat curve index; the last one collects padding tokens
         offset = torch.arange(b, device=inp.ctx_curve.device)[:, None] * c
         seg = torch.where(inp.ctx_mask, inp.ctx_curve + offset, n_seg - 1).reshape(-1)  # (B*N,)

@@ -1,4 +1,4 @@
-"""Pretraining the PFN on its prior: configs, the Lightning module, and the ``pretrain`` entry point.
+"""Pretraining the PFN on its prior: configs, the Lightning module, the ``pretrain`` entry point.
 
 The prior is sampled inside ``training_step`` on the training device, from a generator seeded by
 ``(seed, global step, rank)``: no data loader workers, nothing to copy to the GPU, and a resumed run
@@ -43,8 +43,9 @@ class OptimConfig:
         if not self.lr > 0:
             raise ValueError(f"OptimConfig.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"OptimConfig.warmup_fraction must be in [0, 1), got "
-                             f"{self.warmup_fraction}")
+            raise ValueError(
+                f"OptimConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,11 +69,13 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.borders not in ("uniform", "equal-mass"):
-            raise ValueError(f"TrainConfig.borders must be 'uniform' or 'equal-mass', got "
-                             f"{self.borders!r}")
+            raise ValueError(
+                f"TrainConfig.borders must be 'uniform' or 'equal-mass', got {self.borders!r}"
+            )
         if not all(0 < f < 1 for f in self.val_fractions):
-            raise ValueError(f"TrainConfig.val_fractions must lie in (0, 1), got "
-                             f"{self.val_fractions}")
+            raise ValueError(
+                f"TrainConfig.val_fractions must lie in (0, 1), got {self.val_fractions}"
+            )
 
     def to_dict(self) -> dict:
         """JSON-serialisable nested dict."""
@@ -95,18 +98,26 @@ def train_config(name: str) -> TrainConfig:
     """A named variant: ``tiny`` (tests, seconds), ``small`` (CPU), ``base`` (GPU)."""
     variants = {
         "tiny": TrainConfig(
-            model=ModelConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, n_query_layers=1,
-                              n_buckets=100),
-            batch_size=4, max_steps=50, val_batches=2, val_every=25, checkpoint_every=25,
+            model=ModelConfig(
+                d_model=32, n_heads=2, n_layers=1, d_ff=64, n_query_layers=1, n_buckets=100
+            ),
+            batch_size=4,
+            max_steps=50,
+            val_batches=2,
+            val_every=25,
+            checkpoint_every=25,
             prior={"name": "ftpfn", "seq_len": 200, "n_configs": 50},
         ),
         "small": TrainConfig(
             model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2),
-            batch_size=16, max_steps=20_000,
+            batch_size=16,
+            max_steps=20_000,
         ),
         "base": TrainConfig(
             model=ModelConfig(d_model=256, n_heads=8, n_layers=6, d_ff=512, n_query_layers=2),
-            batch_size=64, max_steps=50_000, optim=OptimConfig(lr=2e-4),
+            batch_size=64,
+            max_steps=50_000,
+            optim=OptimConfig(lr=2e-4),
         ),
     }
     if name not in variants:
@@ -185,7 +196,9 @@ class PFNModule(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def training_step(self, _: Tensor, batch_idx: int) -> Tensor:
-        batch = self.prior.sample(self.config.batch_size, generator=self._generator(self.global_step))
+        batch = self.prior.sample(
+            self.config.batch_size, generator=self._generator(self.global_step)
+        )
         loss = self.loss(batch)
         self.log("train/nll", loss, prog_bar=True, batch_size=batch.batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
@@ -205,7 +218,9 @@ class PFNModule(L.LightningModule):
             cut = max(1, round(frac * batch.n_tokens))
             ll = -self.loss(resplit(batch, cut))
             self.log(
-                f"val/ll@{frac:g}", ll, batch_size=batch.batch_size,
+                f"val/ll@{frac:g}",
+                ll,
+                batch_size=batch.batch_size,
                 prog_bar=frac == self.config.val_fractions[-1],
             )
 
@@ -313,7 +328,9 @@ def pretrain(
     module = PFNModule(config, borders)
     ckpt_dir = out / "lightning"
     checkpointing = ModelCheckpoint(
-        dirpath=ckpt_dir, save_last=True, every_n_train_steps=config.checkpoint_every,
+        dirpath=ckpt_dir,
+        save_last=True,
+        every_n_train_steps=config.checkpoint_every,
         save_top_k=0,
     )
     exporter = _Export(out / "model", config, every=config.checkpoint_every)

@@ -67,8 +67,9 @@ def test_curve_labels_do_not_matter(net):
 
 def test_queries_are_independent(net):
     inp = _input()
-    first = _replace(inp, qry_curve=inp.qry_curve[:, :3], qry_t=inp.qry_t[:, :3],
-                     qry_mask=inp.qry_mask[:, :3])
+    first = _replace(
+        inp, qry_curve=inp.qry_curve[:, :3], qry_t=inp.qry_t[:, :3], qry_mask=inp.qry_mask[:, :3]
+    )
     torch.testing.assert_close(net(inp)[:, :3], net(first), atol=1e-5, rtol=1e-5)
 
 
@@ -110,8 +111,11 @@ def test_wrong_hp_slots_rejected(net):
 
 @pytest.mark.parametrize(
     "kw, name",
-    [({"d_model": 30, "n_heads": 4}, "n_heads"), ({"n_layers": 0}, "n_layers"),
-     ({"max_hps": -1}, "max_hps")],
+    [
+        ({"d_model": 30, "n_heads": 4}, "n_heads"),
+        ({"n_layers": 0}, "n_layers"),
+        ({"max_hps": -1}, "max_hps"),
+    ],
 )
 def test_config_validation(kw, name):
     with pytest.raises(ValueError, match=name):
@@ -129,7 +133,12 @@ def test_new_curves_do_not_influence_each_other(net):
     # Queries on curves without context (new configurations) must not change any other prediction.
     inp = _input(b=1, c=5, n=30, m=4)
     inp = _replace(inp, ctx_curve=inp.ctx_curve % 3, qry_curve=torch.tensor([[0, 1, 3, 4]]))
-    fewer = _replace(inp, qry_curve=inp.qry_curve[:, :3], qry_t=inp.qry_t[:, :3],
-                     qry_mask=inp.qry_mask[:, :3], configs=inp.configs.clone())
+    fewer = _replace(
+        inp,
+        qry_curve=inp.qry_curve[:, :3],
+        qry_t=inp.qry_t[:, :3],
+        qry_mask=inp.qry_mask[:, :3],
+        configs=inp.configs.clone(),
+    )
     fewer.configs[:, 4] = 0.123  # the dropped query's curve changes too
     torch.testing.assert_close(net(inp)[:, :3], net(fewer), atol=1e-5, rtol=1e-5)

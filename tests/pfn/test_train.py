@@ -92,8 +92,9 @@ def test_chunked_training_equals_one_run(tmp_path):
 @pytest.mark.slow
 def test_held_out_loss_falls_during_cpu_training(tmp_path):
     cfg = replace(train_config("tiny"), max_steps=400, val_every=400, checkpoint_every=400)
-    untrained = pretrain(replace(cfg, max_steps=1), tmp_path / "a", accelerator="cpu",
-                         progress=False)
+    untrained = pretrain(
+        replace(cfg, max_steps=1), tmp_path / "a", accelerator="cpu", progress=False
+    )
     trained = pretrain(cfg, tmp_path / "b", accelerator="cpu", progress=False)
     for frac, ll in trained.val_ll.items():
         assert ll > untrained.val_ll[frac] + 0.3, (frac, ll, untrained.val_ll[frac])
