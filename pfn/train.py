@@ -11,7 +11,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -26,7 +26,7 @@ from pfn.checkpoint import Checkpoint, save_checkpoint
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from priors.base import Prior
 from priors.batch import CurveBatch
-from priors.registry import make_prior
+from priors.registry import make_prior, make_prior_config, prior_config_to_dict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +54,8 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)  # the network
     optim: OptimConfig = field(default_factory=OptimConfig)  # the optimiser and schedule
-    prior: dict = field(default_factory=lambda: {"name": "mixture"})  # priors.registry spec
+    # The prior: its name plus config overrides, as for priors.registry.make_prior.
+    prior: dict = field(default_factory=lambda: {"name": "mixture"})
     batch_size: int = 25  # tasks per step and device
     max_steps: int = 10_000  # optimiser steps
     seed: int = 0  # seeds the prior stream, the validation set and the initial weights
@@ -135,15 +136,6 @@ def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
     return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine
 
 
-def resplit(batch: CurveBatch, n_context: int) -> CurveBatch:
-    """The same tasks cut at another context size.
-
-    Valid because priors order every task's tokens so that each curve's tokens appear in step
-    order: any cut leaves each curve's context a prefix and its queries later steps.
-    """
-    return replace(batch, n_context=n_context)
-
-
 def make_borders(config: TrainConfig, prior: Prior, device: torch.device | str = "cpu") -> Tensor:
     """The K + 1 bucket borders: uniform on [0, 1], or quantiles of prior targets (equal mass)."""
     k = config.model.n_buckets
@@ -205,21 +197,31 @@ class PFNModule(L.LightningModule):
         return loss
 
     def setup(self, stage: str) -> None:
-        # The fixed validation set: the same tasks for every run with this seed, on this device.
-        gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 104_729)
-        self._val = [
-            self.prior.sample(self.config.batch_size, generator=gen)
-            for _ in range(self.config.val_batches)
-        ]
+        # The fixed validation set: per batch, the same tasks' component and seed at every context
+        # fraction (the tasks themselves may differ between fractions; each set is fixed).
+        self._val = []
+        for i in range(self.config.val_batches):
+            seed = self.config.seed * 7_919 + 104_729 + i
+            probe = self.prior.sample(
+                self.config.batch_size, generator=torch.Generator().manual_seed(seed)
+            )
+            self._val.append(
+                {
+                    frac: self.prior.sample(
+                        self.config.batch_size,
+                        generator=torch.Generator().manual_seed(seed),
+                        n_context=max(1, round(frac * probe.n_tokens)),
+                    )
+                    for frac in self.config.val_fractions
+                }
+            )
 
     def validation_step(self, index: Tensor, batch_idx: int) -> None:
-        batch = self._val[int(index)].to(self.device)
-        for frac in self.config.val_fractions:
-            cut = max(1, round(frac * batch.n_tokens))
-            ll = -self.loss(resplit(batch, cut))
+        for frac, batch in self._val[int(index)].items():
+            batch = batch.to(self.device)
             self.log(
                 f"val/ll@{frac:g}",
-                ll,
+                -self.loss(batch),
                 batch_size=batch.batch_size,
                 prog_bar=frac == self.config.val_fractions[-1],
             )
@@ -272,7 +274,7 @@ class _Export(L.Callback):
                 state_dict=module.net.state_dict(),
                 model=self.config.model,
                 borders=module.dist.borders,
-                prior=self.config.prior,
+                prior=prior_config_to_dict(make_prior_config(**self.config.prior)),
                 training=summary,
             ),
         )

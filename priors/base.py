@@ -19,6 +19,12 @@ class Prior(Protocol):
 
     max_hps: int  # D of the batches it returns
 
-    def sample(self, batch_size: int, *, generator: torch.Generator) -> CurveBatch:
-        """Draw ``batch_size`` independent tasks (see ``priors.batch`` for the layout)."""
+    def sample(
+        self, batch_size: int, *, generator: torch.Generator, n_context: int | None = None
+    ) -> CurveBatch:
+        """Draw ``batch_size`` independent tasks (see ``priors.batch`` for the layout).
+
+        ``n_context`` fixes the context size (default: drawn from ``generator``); a value the
+        prior cannot honour (at least its tokens per task) raises ``ValueError``.
+        """
         ...
