@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="end this call after that many steps in total (resumable chunks; the schedule still "
         "spans --max-steps)",
     )
+    pre.add_argument(
+        "--data", default=None, help="train on a `curvepfn prior sample` HDF5 file, not the prior"
+    )
     pre.add_argument("--devices", type=int, default=1, help="devices to train on (DDP if > 1)")
     pre.add_argument("--out", default=None, help="output folder (default: runs/pretrain-CONFIG)")
     pre.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -92,6 +95,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         config = replace(config, max_steps=args.max_steps)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
+    if args.data is not None:
+        config = replace(config, data=args.data)
     out = Path(args.out or f"runs/pretrain-{args.config}")
     result = train.pretrain(
         config,

@@ -2,7 +2,9 @@
 
 The prior is sampled inside ``training_step`` on the training device, from a generator seeded by
 ``(seed, global step, rank)``: no data loader workers, nothing to copy to the GPU, and a resumed run
-sees exactly the batches it would have seen without the interruption.
+sees exactly the batches it would have seen without the interruption. Alternatively the tasks come
+from a ``curvepfn prior sample`` HDF5 store (``TrainConfig.data``); the fixed validation set is
+always sampled from ``TrainConfig.prior``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from priors.base import Prior
 from priors.batch import CurveBatch
 from priors.registry import make_prior, make_prior_config, prior_config_to_dict
+from priors.store import CurveTaskDataset, collate_tasks, read_store_info
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +67,7 @@ class TrainConfig:
     val_fractions: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)  # context shares reported
     val_every: int = 500  # steps between validations
     checkpoint_every: int = 500  # steps between resumable Lightning checkpoints
+    data: str | None = None  # a `curvepfn prior sample` HDF5 file to train on instead of the prior
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "val_batches", "val_every", "checkpoint_every"):
@@ -187,10 +191,13 @@ class PFNModule(L.LightningModule):
         seed = (self.config.seed * 1_000_003 + step) * 1_009 + self.global_rank
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def training_step(self, _: Tensor, batch_idx: int) -> Tensor:
-        batch = self.prior.sample(
-            self.config.batch_size, generator=self._generator(self.global_step)
-        )
+    def training_step(self, stored: CurveBatch | Tensor, batch_idx: int) -> Tensor:
+        if isinstance(stored, CurveBatch):  # read from config.data
+            batch = stored
+        else:  # sampled here, on the training device
+            batch = self.prior.sample(
+                self.config.batch_size, generator=self._generator(self.global_step)
+            )
         loss = self.loss(batch)
         self.log("train/nll", loss, prog_bar=True, batch_size=batch.batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
@@ -227,7 +234,18 @@ class PFNModule(L.LightningModule):
             )
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Steps(), batch_size=None)
+        if self.config.data is None:
+            return DataLoader(_Steps(), batch_size=None)
+        store = CurveTaskDataset(self.config.data)
+        order = store.batch_indices(
+            self.config.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+        return DataLoader(store, batch_sampler=order, collate_fn=collate_tasks)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return batch.to(device) if isinstance(batch, CurveBatch) else batch
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Indices(self.config.val_batches), batch_size=None)
@@ -319,6 +337,13 @@ def pretrain(
     to exactly the run a single call would have made. ``devices > 1`` trains data-parallel with
     DDP; bf16 autocast is used on GPUs.
     """
+    if config.data is not None:
+        info = read_store_info(config.data)
+        if info.max_hps != config.model.max_hps:
+            raise ValueError(
+                f"data {config.data} has max_hps={info.max_hps} but the model expects "
+                f"max_hps={config.model.max_hps}"
+            )
     if stop_at is not None and not 1 <= stop_at <= config.max_steps:
         raise ValueError(f"stop_at must lie in [1, max_steps={config.max_steps}], got {stop_at}")
     out = Path(out_dir)

@@ -174,7 +174,11 @@ def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
 
     def fake_pretrain(config, out_dir, *, devices, accelerator, resume, progress=True, stop_at):
         seen.update(
-            config=config, out=out_dir, devices=devices, accelerator=accelerator, resume=resume,
+            config=config,
+            out=out_dir,
+            devices=devices,
+            accelerator=accelerator,
+            resume=resume,
             stop_at=stop_at,
         )
         return PretrainResult(

@@ -10,6 +10,7 @@ from pfn.checkpoint import load_checkpoint
 from pfn.model import CurveSetInput, CurveSetTransformer
 from pfn.train import OptimConfig, TrainConfig, lr_factor, pretrain, train_config
 from priors.registry import make_prior
+from priors.store import write_tasks
 
 
 def test_lr_schedule_by_hand():
@@ -98,3 +99,16 @@ def test_held_out_loss_falls_during_cpu_training(tmp_path):
     trained = pretrain(cfg, tmp_path / "b", accelerator="cpu", progress=False)
     for frac, ll in trained.val_ll.items():
         assert ll > untrained.val_ll[frac] + 0.3, (frac, ll, untrained.val_ll[frac])
+
+
+def test_pretrain_from_a_prior_store(tmp_path):
+    cfg = replace(train_config("tiny"), max_steps=6, val_every=3, checkpoint_every=3)
+    store = tmp_path / "prior.h5"
+    write_tasks(store, make_prior(**cfg.prior), 12, seed=1, batch_size=4, progress=False)
+    result = pretrain(
+        replace(cfg, data=str(store)), tmp_path / "run", accelerator="cpu", progress=False
+    )
+    assert result.steps == 6 and all(math.isfinite(v) for v in result.val_ll.values())
+    wide = replace(cfg, data=str(store), model=replace(cfg.model, max_hps=8))
+    with pytest.raises(ValueError, match="max_hps"):
+        pretrain(wide, tmp_path / "bad", accelerator="cpu", progress=False)
