@@ -10,7 +10,8 @@ at the levels ``(i + 0.5) / K``). Regenerate it with ``python -m priors.ecdf``.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,14 +25,37 @@ TABLE_PATH = Path(__file__).with_name("ecdf_table.npz")
 N_QUANTILES = 2048
 N_OUTPUTS = 23  # outputs per network, as in the FT-PFN prior
 TABLE_SEED = 20240601
+# Cells of the evenly spaced grid over the table's range that locates a raw value among the
+# quantiles (a lookup and a few steps instead of a binary search, which is slow on the CPU).
+N_CELLS = 16384
 
 
 @dataclass(frozen=True)
 class ECDFTable:
-    """Quantiles of the raw outputs at evenly spaced levels."""
+    """Quantiles of the raw outputs at evenly spaced levels, with a grid to look values up."""
 
     quantiles: Tensor  # (K,) increasing raw values
     levels: Tensor  # (K,) their CDF values, (i + 0.5) / K
+    # Derived lookup grid (see ``to_uniform``): the quantiles padded with +inf; per grid cell the
+    # number of quantiles below the previous cell, where a scan starts; the longest scan needed.
+    padded: Tensor = field(init=False, repr=False)  # (K + 1,)
+    scan_start: Tensor = field(init=False, repr=False)  # (G,) long
+    n_steps: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        q = self.quantiles
+        k = q.numel()
+        q64 = q.double()
+        edges = torch.linspace(float(q64[0]), float(q64[-1]), N_CELLS + 1, dtype=torch.float64)
+        below = torch.searchsorted(q64, edges.to(q.device))  # (G + 1,) quantiles below each edge
+        below = torch.cat([below, below.new_full((1,), k)])  # (G + 2,): everything below +inf
+        cell = torch.arange(N_CELLS, device=q.device)
+        # A computed cell may be off by one through rounding: scan from one cell back to one ahead.
+        start = below[(cell - 1).clamp(min=0)]
+        end = below[(cell + 2).clamp(max=N_CELLS + 1)]
+        object.__setattr__(self, "padded", torch.cat([q, q.new_full((1,), math.inf)]))
+        object.__setattr__(self, "scan_start", start)
+        object.__setattr__(self, "n_steps", int((end - start).max()))
 
     def to(self, device: torch.device | str) -> ECDFTable:
         """The same table on ``device``."""
@@ -107,11 +131,19 @@ def to_uniform(raw: Tensor, table: ECDFTable) -> Tensor:
     """
     q = table.quantiles
     k = q.numel()
-    flat = raw.reshape(-1).contiguous().to(q.dtype)
-    i = torch.searchsorted(q, flat).clamp(1, k - 1)  # q[i-1] <= raw < q[i], inside the table
-    q_lo, q_hi = q[i - 1], q[i]
-    frac = ((flat - q_lo) / (q_hi - q_lo)).clamp(0.0, 1.0)
-    u = table.levels[i - 1] + frac * (table.levels[i] - table.levels[i - 1])
+    flat = raw.reshape(-1).to(q.dtype)  # (n,)
+    # The number of quantiles below each value (what a left binary search gives): start at the
+    # value's grid cell and step over the few quantiles that can lie in between.
+    lo, hi = q[0], q[-1]
+    cell = ((flat - lo) * (N_CELLS / (hi - lo))).clamp_(0, N_CELLS - 1).long()
+    i = table.scan_start.index_select(0, cell)  # (n,)
+    for _ in range(table.n_steps):
+        i += table.padded.index_select(0, i) < flat
+    i = i.clamp_(1, k - 1)  # q[i-1] <= raw < q[i], inside the table
+    q_lo, q_hi = q.index_select(0, i - 1), q.index_select(0, i)
+    frac = ((flat - q_lo) / (q_hi - q_lo)).clamp_(0.0, 1.0)
+    lv_lo, lv_hi = table.levels.index_select(0, i - 1), table.levels.index_select(0, i)
+    u = lv_lo + frac * (lv_hi - lv_lo)
     return u.view(raw.shape)
 
 

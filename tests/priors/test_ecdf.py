@@ -35,3 +35,13 @@ def test_random_mlp_outputs_become_uniform():
     small = estimate_table(n_networks=300, rows_per_network=8, n_quantiles=16, seed=7)
     # quantiles of an independent sample land on their levels
     assert (to_uniform(small.quantiles, table) - small.levels).abs().max() < 0.05
+
+
+def test_grid_lookup_matches_binary_search():
+    table = load_table()
+    q, lv = table.quantiles, table.levels
+    raw = torch.cat([torch.randn(20000, generator=torch.Generator().manual_seed(0)) * 3, q])
+    i = torch.searchsorted(q, raw).clamp(1, q.numel() - 1)
+    frac = ((raw - q[i - 1]) / (q[i] - q[i - 1])).clamp(0.0, 1.0)
+    expected = lv[i - 1] + frac * (lv[i] - lv[i - 1])
+    assert torch.equal(to_uniform(raw, table), expected)

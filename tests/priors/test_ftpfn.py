@@ -20,8 +20,12 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _marginal_checks(p: CurveParams, y0: float, ymax: float, n: int) -> None:
-    """KS test of every parameter against its target marginal."""
+def _marginal_checks(
+    p: CurveParams, y0: float, ymax: float, n: int, max_distance: dict[str, float] | None = None
+) -> None:
+    """KS test of every parameter against its target marginal; for the names in ``max_distance``
+    only a bound on the KS distance (a known, small deviation)."""
+    max_distance = max_distance or {}
     checks = {
         "yinf": (p.yinf.flatten(), stats.uniform(y0, ymax - y0).cdf),
         "weight": (p.weights[..., 0].flatten(), stats.beta(1, 3).cdf),
@@ -37,7 +41,10 @@ def _marginal_checks(p: CurveParams, y0: float, ymax: float, n: int) -> None:
     for name, (x, cdf) in checks.items():
         assert x.numel() == n
         res = stats.kstest(x.double().numpy(), cdf)
-        assert res.pvalue > KS_P, f"{name}: {res}"
+        if name in max_distance:
+            assert res.statistic < max_distance[name], f"{name}: {res}"
+        else:
+            assert res.pvalue > KS_P, f"{name}: {res}"
 
 
 def test_parameters_from_exact_uniforms_have_the_target_marginals():
@@ -61,7 +68,11 @@ def test_parameters_through_random_networks_have_the_target_marginals():
     # Yinf is U(y0, 1) given y0: its uniform is (yinf - y0) / (1 - y0)
     u_inf = (p.yinf - p.y0) / (1 - p.y0)
     p = dataclasses.replace(p, yinf=u_inf)
-    _marginal_checks(p, 0.0, 1.0, n)
+    # Each raw output is exactly uniform, but the four basis weights are normalised from four
+    # outputs of the same network, which are dependent: their marginal is Beta(1, 3) only up to a
+    # KS distance of about 0.035-0.047 (measured on 8000 draws, two seeds). Bound: that plus the
+    # 0.1% critical value at n = 800 (1.95 / sqrt(800) = 0.069).
+    _marginal_checks(p, 0.0, 1.0, n, max_distance={"weight": 0.12})
 
 
 def _batch(seed: int = 0, b: int = 6, **kw) -> tuple[FTPFNPrior, object]:
