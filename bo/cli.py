@@ -24,13 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     pfn_cli.register(sub)
     demo = sub.add_parser("demo", help="run the demo on the embedded defaults")
     demo.add_argument("--out", default="demo_out", help="folder for the demo's plots")
+    demo.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")
     demo.set_defaults(func=_demo)
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # Until the optimizer lands, the demo samples the prior and plots a few tasks.
-    return priors_cli.main(["plot", "--out", f"{args.out}/prior_curves.png"])
+    from bo.demo import run_demo
+
+    run_demo(args.out, checkpoint=args.checkpoint)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:
-        # Bad user input: one clear line, not a traceback.
+    except (ValueError, FileNotFoundError) as err:
+        # Bad user input or a missing file: one clear line, not a traceback.
         print(f"curvepfn: error: {err}", file=sys.stderr)
         return 2
 

@@ -288,10 +288,9 @@ class Surrogate:
         curves sharing a new config are one new curve). Context curves may share a config (e.g.
         repeated seeds): they are then distinct curves, but cannot be queried by that config.
 
-        New configurations join the task as unobserved curves, as in pretraining: the network
-        sees their configs, so a prediction may change a little with the set of new curves
-        queried alongside it. The query *times* do not interact: predicting a curve at more
-        times leaves its other predictions unchanged.
+        New configurations join the task as unobserved curves, as in pretraining: each reads the
+        observed curves, but no curve reads an unobserved one, so every prediction is independent
+        of the other queries (other curves, other times).
 
         Args:
             context: observed curves (``y`` given); a curve may have no points.

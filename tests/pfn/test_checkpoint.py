@@ -7,28 +7,17 @@ import json
 import pytest
 import torch
 
-from pfn.bar_distribution import uniform_borders
 from pfn.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
-from pfn.model import CurveSetTransformer, ModelConfig
 from pfn.surrogate import Curve, Surrogate
 
-K = 50
+K = 50  # buckets of the tiny checkpoint (tests/conftest.py)
 CTX = [Curve([0.2], t=[0.1, 0.2], y=[0.3, 0.5]), Curve([0.8], t=[0.1], y=[0.6])]
 QUERY = [Curve([0.2], t=[0.5, 1.0]), Curve([0.5], t=[1.0])]
 
 
 @pytest.fixture
-def ckpt() -> Checkpoint:
-    torch.manual_seed(0)
-    config = ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, n_query_layers=1, n_buckets=K)
-    model = CurveSetTransformer(config)
-    return Checkpoint(
-        state_dict=model.state_dict(),
-        model=config,
-        borders=uniform_borders(K),
-        prior={"name": "ftpfn"},
-        training={"steps": 3},
-    )
+def ckpt(tiny_ckpt) -> Checkpoint:
+    return tiny_ckpt
 
 
 def test_round_trip_gives_identical_predictions(ckpt, tmp_path):

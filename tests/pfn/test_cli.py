@@ -9,12 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pfn import cli
-from pfn.bar_distribution import uniform_borders
-from pfn.checkpoint import Checkpoint, save_checkpoint
-from pfn.model import CurveSetTransformer, ModelConfig
 from pfn.train import PretrainResult
 
 CSV = """run,step,value,lr,width
@@ -36,17 +32,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = CurveSetTransformer(
-        ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, n_query_layers=1, n_buckets=50)
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(
-        path,
-        Checkpoint(state_dict=model.state_dict(), model=model.config, borders=uniform_borders(50)),
-    )
-    return path
+def checkpoint(tiny_checkpoint_path) -> Path:
+    return tiny_checkpoint_path
 
 
 def write(tmp_path: Path, text: str) -> Path:
