@@ -32,7 +32,7 @@ _INPUT_STD = math.sqrt(1.0 / 12.0)
 # per-task weight copies) and the elementwise work per padded hidden unit (noise, sigmoid).
 _BUCKET_OVERHEAD = 40_000_000
 _UNIT_COST = 64
-# Extra noise drawn per bucket, so each layer can read the pool at its own random offset.
+# Extra noise in the shared pool, so each layer can read it at its own random offset.
 _POOL_SLACK = 4096
 
 
@@ -213,9 +213,9 @@ def evaluate_mlps(
     # Deepest first within a bucket, so the tasks still running at any hidden layer are a prefix.
     groups = [sorted((live[j] for j in g), key=lambda i: -hidden_l[i]) for g in groups]
 
-    # All weights, biases, output noise and pre-activation noise pools of the batch from one
+    # All weights, biases, output noise and the pre-activation noise pool of the batch from one
     # normal draw: the hidden weights of every task first (one contiguous range for dropout),
-    # then the rest task by task, then one pool per bucket.
+    # then the rest task by task, then one pool shared by all buckets.
     hid_size = {i: hidden_l[i] * width_l[i] ** 2 for i in live}
     rest_size = {
         i: (n_in_l[i] + 1 + hidden_l[i] + o) * width_l[i] + o * (1 + rows_l[i]) for i in live
@@ -227,18 +227,23 @@ def evaluate_mlps(
     n_hid = offset
     for i in live:
         rest_start[i], offset = offset, offset + rest_size[i]
-    pool_start = []
-    for group in groups:
-        size = len(group) * max(rows_l[i] for i in group) * max(width_l[i] for i in group)
-        pool_start.append(offset)
-        offset += size + _POOL_SLACK
-    z = torch.randn(offset, generator=generator, device=device)
+    pool_size = max(
+        (len(g) * max(rows_l[i] for i in g) * max(width_l[i] for i in g) for g in groups),
+        default=0,
+    )
+    pool_at = offset
+    z = torch.randn(offset + pool_size + _POOL_SLACK, generator=generator, device=device)
+    # Deliberate approximation: the tiny (std ~1e-3) pre-activation noise of every layer of every
+    # bucket is read from this one pool at its own random offset (a view, no copy), so noise of
+    # different layers, buckets and tasks is shifted copies of the same numbers rather than fully
+    # independent. Each value is still N(0, std^2); only the largest bucket's pool is drawn.
+    pool = z[pool_at:]
     p = config.weight_dropout
     if p > 0.0 and n_hid > 0:
         z.index_fill_(0, _dropped_positions(n_hid, p, generator), 0.0)
 
     x = (x - _INPUT_MEAN) / _INPUT_STD
-    for group, pool_at in zip(groups, pool_start, strict=True):
+    for group in groups:
         idx = torch.tensor(group, device=device)
         k = len(group)
         mg = max(rows_l[i] for i in group)
@@ -270,12 +275,10 @@ def evaluate_mlps(
         b_out.sub_(w_out.sum(1, keepdim=True), alpha=0.5)  # (k, 1, O)
         noise = 2.0 * draw.preactivation_noise[idx].view(k, 1, 1)
 
-        # Pre-activation noise: one pool per bucket, read at a random offset for every layer
-        # (a view, no copy); the shifts decorrelate layers and the draw stays N(0, std^2).
-        pool = z[pool_at : pool_at + k * mg * hg + _POOL_SLACK]
-        shifts = torch.randint(
-            0, _POOL_SLACK + 1, (n_hidden + 1,), generator=generator, device=device
-        ).tolist()
+        # Pre-activation noise: the shared pool at a random offset for every layer.
+        room = pool.shape[0] - k * mg * hg  # >= _POOL_SLACK; smaller buckets range further
+        shifts = torch.randint(0, room + 1, (n_hidden + 1,), generator=generator, device=device)
+        shifts = shifts.tolist()
 
         h = torch.addcmul(b_in, _pool_view(pool, shifts[0], (k, mg, hg)), noise)  # (k, M, H)
         torch.sigmoid_(h.baddbmm_(x[idx, :mg, :dg], w_in))
