@@ -31,6 +31,8 @@ import numpy as np
 from pfn.surrogate import FinalPrediction, RawRun, Surrogate
 
 _REQUIRED = ("run", "step", "value")
+# pfn.train.TRAIN_CONFIGS, spelled out so that the CLI starts without importing Lightning.
+_TRAIN_CONFIGS = ("tiny", "cpu", "small", "base")
 _PLOT_STEPS = 50  # predicted steps per curve in the plot
 
 
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pre = subparsers.add_parser("pretrain", help="pretrain a PFN on its prior")
     pre.add_argument(
         "--config",
-        choices=("tiny", "small", "base"),
+        choices=_TRAIN_CONFIGS,
         default="small",
         help="named training config (default: small)",
     )

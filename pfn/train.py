@@ -99,8 +99,12 @@ class TrainConfig:
         return cls(**data)
 
 
+TRAIN_CONFIGS = ("tiny", "cpu", "small", "base")
+
+
 def train_config(name: str) -> TrainConfig:
-    """A named variant: ``tiny`` (tests, seconds), ``small`` (CPU), ``base`` (GPU)."""
+    """A named variant (see ``TRAIN_CONFIGS``): ``tiny`` (tests, seconds), ``cpu`` (the shipped
+    preview, an hour on 2 CPU cores), ``small`` (CPU, many hours), ``base`` (GPU)."""
     variants = {
         "tiny": TrainConfig(
             model=ModelConfig(
@@ -117,6 +121,16 @@ def train_config(name: str) -> TrainConfig:
             model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2),
             batch_size=16,
             max_steps=20_000,
+        ),
+        # The shipped preview checkpoint: the small network, trained within one hour on 2 CPU cores.
+        "cpu": TrainConfig(
+            model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2),
+            optim=OptimConfig(lr=5e-4, warmup_fraction=0.05),
+            batch_size=8,
+            max_steps=2500,
+            val_batches=4,
+            val_every=1250,
+            checkpoint_every=100,
         ),
         "base": TrainConfig(
             model=ModelConfig(d_model=256, n_heads=8, n_layers=6, d_ff=512, n_query_layers=2),
@@ -179,7 +193,7 @@ class PFNModule(L.LightningModule):
         self.net = CurveSetTransformer(config.model)
         self.dist = BarDistribution(borders)
         self.prior = make_prior(**config.prior)
-        self._val: list[CurveBatch] = []
+        self._val: list[dict[float, CurveBatch]] = []  # per batch: context fraction -> batch
 
     def loss(self, batch: CurveBatch) -> Tensor:
         """Mean negative log-likelihood of the query targets."""

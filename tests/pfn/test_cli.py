@@ -205,3 +205,11 @@ def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert f"checkpoint: {tmp_path / 'model.pt'}" in out and "1.250" in out
+
+
+def test_pretrain_offers_every_train_config():
+    from pfn.train import TRAIN_CONFIGS
+
+    assert cli._TRAIN_CONFIGS == TRAIN_CONFIGS
+    for name in TRAIN_CONFIGS:
+        assert parse(["pretrain", "--config", name]).config == name

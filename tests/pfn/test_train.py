@@ -8,7 +8,7 @@ import torch
 from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.checkpoint import load_checkpoint
 from pfn.model import CurveSetInput, CurveSetTransformer
-from pfn.train import OptimConfig, TrainConfig, lr_factor, pretrain, train_config
+from pfn.train import TRAIN_CONFIGS, OptimConfig, TrainConfig, lr_factor, pretrain, train_config
 from priors.registry import make_prior
 from priors.store import write_tasks
 
@@ -24,7 +24,7 @@ def test_lr_schedule_by_hand():
     assert lr_factor(50, o2, 100) == pytest.approx(0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi / 2)))
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+@pytest.mark.parametrize("name", TRAIN_CONFIGS)
 def test_train_config_round_trip(name):
     cfg = train_config(name)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
