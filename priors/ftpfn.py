@@ -1,6 +1,6 @@
 """The FT-PFN prior: tasks of many learning curves whose shapes depend smoothly on hyperparameters.
 
-Per task (see ``/work/shared/design/reference.md`` §1): a number of hyperparameters ``d``, a curve
+Per task (Rakotoarison et al. 2024): a number of hyperparameters ``d``, a curve
 length ``n``, a shared start value ``y0`` and ceiling, and a fresh random tanh MLP mapping each
 configuration ``λ ∈ [0, 1]^d`` to 23 raw outputs. Each output goes through the empirical CDF of
 such outputs (``priors.ecdf``) to a uniform number and then through the inverse CDF of its
