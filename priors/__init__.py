@@ -1,0 +1,12 @@
+"""Priors over learning-curve tasks: sample synthetic curves to pretrain the PFN on.
+
+    import torch
+    from priors import make_prior
+
+    batch = make_prior("ftpfn").sample(25, generator=torch.Generator().manual_seed(0))
+"""
+
+from priors.batch import CurveBatch
+from priors.registry import PRIOR_NAMES, make_prior
+
+__all__ = ["PRIOR_NAMES", "CurveBatch", "make_prior"]

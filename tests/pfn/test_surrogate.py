@@ -256,3 +256,9 @@ def test_load_default_and_path(monkeypatch, tmp_path):
     a = Surrogate.load().predict(CTX, query)[0]
     b = Surrogate.load(tmp_path / "default.pt").predict(CTX, query)[0]
     torch.testing.assert_close(a.logits, b.logits)
+
+
+def test_package_exports_the_inference_api():
+    import pfn
+
+    assert pfn.Curve is Curve and pfn.Surrogate is Surrogate and pfn.RawRun is RawRun
