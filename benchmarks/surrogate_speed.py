@@ -121,7 +121,7 @@ def main() -> None:
     if args.config is None:
         from pfn.surrogate import Surrogate
 
-        cfg = Surrogate.load().network.config
+        cfg = Surrogate.load().config
         source = "shipped checkpoint"
     else:
         from pfn.train import train_config
