@@ -186,13 +186,14 @@ class _Indices(Dataset):
 class PFNModule(L.LightningModule):
     """Lightning wrapper: samples the prior, computes the bar-distribution NLL, logs validation."""
 
-    def __init__(self, config: TrainConfig, borders: Tensor) -> None:
+    def __init__(self, config: TrainConfig, *, device: torch.device | str = "cpu") -> None:
+        """``device`` is where the prior is sampled for equal-mass borders (if configured)."""
         super().__init__()
         self.config = config
+        self.prior = make_prior(**config.prior)
         torch.manual_seed(config.seed)
         self.net = CurveSetTransformer(config.model)
-        self.dist = BarDistribution(borders)
-        self.prior = make_prior(**config.prior)
+        self.dist = BarDistribution(make_borders(config, self.prior, device))
         self._val: list[dict[float, CurveBatch]] = []  # per batch: context fraction -> batch
 
     def loss(self, batch: CurveBatch) -> Tensor:
@@ -364,9 +365,7 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    device = "cuda" if on_gpu else "cpu"
-    borders = make_borders(config, make_prior(**config.prior), device)
-    module = PFNModule(config, borders)
+    module = PFNModule(config, device="cuda" if on_gpu else "cpu")
     ckpt_dir = out / "lightning"
     checkpointing = ModelCheckpoint(
         dirpath=ckpt_dir,
