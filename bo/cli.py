@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     priors_cli.register(sub)
     pfn_cli.register(sub)
+    evaluate = sub.add_parser("evaluate", help="offline evaluation on recorded curves")
+    pfn_cli.register_evaluate(evaluate.add_subparsers(dest="what", required=True))
     demo = sub.add_parser("demo", help="run the demo on the embedded defaults")
     demo.add_argument("--out", default="demo_out", help="folder for the demo's plots")
     demo.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")

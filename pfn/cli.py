@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument(
         "--data", default=None, help="train on a `curvepfn prior sample` HDF5 file, not the prior"
     )
+    pre.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this checkpoint's weights and borders (continued training; the model "
+        "config must match), e.g. checkpoints/default",
+    )
+    pre.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     pre.add_argument("--devices", type=int, default=1, help="devices to train on (DDP if > 1)")
     pre.add_argument("--out", default=None, help="output folder (default: runs/pretrain-CONFIG)")
     pre.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -89,6 +96,100 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pred.set_defaults(func=_predict)
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        msg = f"expected comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from err
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``surrogate`` and ``prior`` to the subparsers of ``curvepfn evaluate``."""
+    from pfn.evaluate import METHODS
+
+    sur = subparsers.add_parser(
+        "surrogate", help="score the surrogate and baselines on recorded curves (HDF5)"
+    )
+    sur.add_argument("--data", required=True, help="curve file in the shared HDF5 layout")
+    sur.add_argument("--tasks", type=_name_list, default=None, help="comma-separated table names")
+    sur.add_argument(
+        "--context-sizes",
+        type=_int_list,
+        default=(400, 800, 1000, 1400, 1800),
+        help="context points per task (default 400,800,1000,1400,1800)",
+    )
+    sur.add_argument("--seeds", type=int, default=5, help="tasks per table and context size")
+    sur.add_argument(
+        "--methods",
+        type=_name_list,
+        default=METHODS,
+        help=f"comma-separated, from {','.join(METHODS)} (default: all)",
+    )
+    sur.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")
+    sur.add_argument(
+        "--time",
+        choices=("step", "index"),
+        default="step",
+        help="steps -> times: step/max_step (default) or position in the grid",
+    )
+    sur.add_argument("--out", default="eval_out", help="folder for results.{json,md} and plots")
+    sur.set_defaults(func=_evaluate_surrogate)
+
+    pri = subparsers.add_parser("prior", help="log-likelihood on held-out prior tasks")
+    pri.add_argument("--prior", default="ftpfn", help="prior name (ftpfn, lcpfn, mixture)")
+    pri.add_argument("--tasks", type=int, default=256, help="held-out tasks")
+    pri.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")
+    pri.set_defaults(func=_evaluate_prior)
+
+
+def _evaluate_surrogate(args: argparse.Namespace) -> int:
+    from pfn.evaluate import (
+        PFN_MODES,
+        SurrogateEvalConfig,
+        evaluate_surrogate,
+        markdown_table,
+        write_report,
+    )
+
+    config = SurrogateEvalConfig(
+        context_sizes=args.context_sizes,
+        seeds=args.seeds,
+        methods=args.methods,
+        time_mode=args.time,
+    )
+    needs_pfn = any(m in PFN_MODES for m in config.methods)
+    surrogate = Surrogate.load(args.checkpoint) if needs_pfn else None
+    result = evaluate_surrogate(
+        args.data,
+        surrogate=surrogate,
+        config=config,
+        tables=args.tasks,
+        checkpoint_name=args.checkpoint or "default (shipped)",
+    )
+    paths = write_report(result, args.out, surrogate=surrogate)
+    print(markdown_table(result))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _evaluate_prior(args: argparse.Namespace) -> int:
+    from pfn.evaluate import evaluate_prior
+
+    result = evaluate_prior(Surrogate.load(args.checkpoint), prior=args.prior, n_tasks=args.tasks)
+    print(f"held-out {result.prior} prior, {result.n_tasks} tasks: log-likelihood by context share")
+    for frac, ll in result.ll.items():
+        print(f"  {frac:>4.0%}: {ll:.3f} ± {result.ll_se[frac]:.3f}")
+    return 0
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from pfn import train  # Lightning is slow to import; only this command needs it
 
@@ -99,6 +200,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         config = replace(config, seed=args.seed)
     if args.data is not None:
         config = replace(config, data=args.data)
+    if args.init_from is not None:
+        config = replace(config, init_from=args.init_from)
+    if args.lr is not None:
+        config = replace(config, optim=replace(config.optim, lr=args.lr))
     out = Path(args.out or f"runs/pretrain-{args.config}")
     result = train.pretrain(
         config,

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from pfn.bar_distribution import BarDistribution
 from pfn.checkpoint import Checkpoint, load_checkpoint
+from pfn.forecast import BarForecast
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from pfn.scaling import MetricScaler
 
@@ -334,6 +335,158 @@ class Surrogate:
                 curves.append(Curve(c.config, t=[], y=[]))
             targets.append((index[c.key], c.t))
         return self._predict(curves, targets)
+
+    # ---- prediction from arrays (no Curve objects; for loops over many curves) -----------------
+
+    def forecast(
+        self,
+        configs: ArrayLike,
+        *,
+        ctx_curve: ArrayLike,
+        ctx_t: ArrayLike,
+        ctx_y: ArrayLike,
+        qry_curve: ArrayLike,
+        qry_t: ArrayLike,
+    ) -> BarForecast:
+        """One task given as arrays, in one forward pass: the array twin of :meth:`predict`.
+
+        Curves are identified by their row in ``configs`` (rows may be equal, e.g. repeated
+        seeds), so any curve can be queried.
+
+        Args:
+            configs: (C, D) hyperparameters in [0, 1] (D may be 0).
+            ctx_curve: (N,) int curve index in [0, C) of each context point.
+            ctx_t: (N,) times in (0, 1].
+            ctx_y: (N,) scores in [0, 1].
+            qry_curve: (M,) int curve index of each query.
+            qry_t: (M,) query times in (0, 1].
+
+        Returns:
+            The (M,) forecast.
+
+        Raises:
+            ValueError: shapes, ranges or indices are invalid, or D > ``max_hps``.
+        """
+        cfg = np.asarray(configs, dtype=np.float64)
+        if cfg.ndim != 2:
+            raise ValueError(f"configs must be (C, D), got shape {cfg.shape}")
+        c, d = cfg.shape
+        if d > self.config.max_hps:
+            raise ValueError(
+                f"configs have {d} hyperparameters, more than the model's max_hps="
+                f"{self.config.max_hps}"
+            )
+        if not np.isfinite(cfg).all() or ((cfg < 0) | (cfg > 1)).any():
+            raise ValueError("configs must lie in [0, 1]")
+        arrays = {}
+        for name, value, kind in (
+            ("ctx_curve", ctx_curve, "index"),
+            ("ctx_t", ctx_t, "t"),
+            ("ctx_y", ctx_y, "y"),
+            ("qry_curve", qry_curve, "index"),
+            ("qry_t", qry_t, "t"),
+        ):
+            arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+            if arr.ndim != 1 or not np.isfinite(arr).all():
+                raise ValueError(f"{name} must be a 1-D array of finite numbers")
+            bad = {
+                "index": (arr < 0) | (arr >= c) | (arr != np.round(arr)),
+                "t": (arr <= 0) | (arr > 1),
+                "y": (arr < 0) | (arr > 1),
+            }[kind]
+            if bad.any():
+                what = {"index": f"integers in [0, {c})", "t": "in (0, 1]", "y": "in [0, 1]"}
+                raise ValueError(f"{name} must hold values {what[kind]}")
+            arrays[name] = arr
+        if not arrays["ctx_curve"].size == arrays["ctx_t"].size == arrays["ctx_y"].size:
+            raise ValueError("ctx_curve, ctx_t and ctx_y must have the same length")
+        if arrays["qry_curve"].size != arrays["qry_t"].size or arrays["qry_t"].size == 0:
+            raise ValueError("qry_curve and qry_t must have the same, non-zero length")
+        inp = self._arrays_input(cfg[None], **{k: v[None] for k, v in arrays.items()})
+        with torch.inference_mode():
+            logits = self.model(inp)[0].float().cpu().clone()  # (M, K)
+        return BarForecast(logits, self._cpu_distribution)
+
+    def forecast_single(
+        self, curves: Sequence[tuple[ArrayLike, ArrayLike]], qry_t: ArrayLike
+    ) -> BarForecast:
+        """Each curve alone, without hyperparameters (the LC-PFN use), batched in one pass.
+
+        Args:
+            curves: per curve its observed (t, y), each (n_i,), n_i >= 0.
+            qry_t: (M,) one query time per curve (M = len(curves)).
+
+        Returns:
+            The (M,) forecast: entry i is curve i's value at ``qry_t[i]`` given only its own points.
+        """
+        qt = np.atleast_1d(np.asarray(qry_t, dtype=np.float64))
+        b = len(curves)
+        if b == 0 or qt.shape != (b,):
+            raise ValueError(f"give one query time per curve: {b} curves, qry_t {qt.shape}")
+        if not np.isfinite(qt).all() or ((qt <= 0) | (qt > 1)).any():
+            raise ValueError("qry_t must lie in (0, 1]")
+        n = max([np.size(t) for t, _ in curves] + [1])
+        ctx_t, ctx_y = np.full((b, n), 0.5), np.zeros((b, n))
+        ctx_mask = np.zeros((b, n), dtype=bool)
+        for i, (t, y) in enumerate(curves):
+            t = np.atleast_1d(np.asarray(t, np.float64))
+            y = np.atleast_1d(np.asarray(y, np.float64))
+            if t.shape != y.shape or t.ndim != 1:
+                raise ValueError(f"curve {i}: t and y must be 1-D of the same length")
+            if ((t <= 0) | (t > 1)).any() or ((y < 0) | (y > 1)).any() or not np.isfinite(y).all():
+                raise ValueError(f"curve {i}: t must lie in (0, 1] and y in [0, 1]")
+            ctx_t[i, : t.size], ctx_y[i, : t.size], ctx_mask[i, : t.size] = t, y, True
+        inp = self._arrays_input(
+            np.zeros((b, 1, 0)),
+            ctx_curve=np.zeros((b, n)),
+            ctx_t=ctx_t,
+            ctx_y=ctx_y,
+            qry_curve=np.zeros((b, 1)),
+            qry_t=qt[:, None],
+            ctx_mask=ctx_mask,
+        )
+        with torch.inference_mode():
+            logits = self.model(inp)[:, 0].float().cpu().clone()  # (B, K)
+        return BarForecast(logits, self._cpu_distribution)
+
+    def _arrays_input(
+        self,
+        configs: np.ndarray,
+        *,
+        ctx_curve: np.ndarray,
+        ctx_t: np.ndarray,
+        ctx_y: np.ndarray,
+        qry_curve: np.ndarray,
+        qry_t: np.ndarray,
+        ctx_mask: np.ndarray | None = None,
+    ) -> CurveSetInput:
+        """Validated arrays -> CurveSetInput: configs (B, C, D), the rest (B, N) / (B, M)."""
+        b, c, d = configs.shape
+        dev = self.device
+        padded = np.zeros((b, c, self.config.max_hps), dtype=np.float32)
+        padded[:, :, :d] = configs
+        hp_mask = torch.zeros(b, self.config.max_hps, dtype=torch.bool, device=dev)
+        hp_mask[:, :d] = True
+        mask = np.ones(ctx_t.shape, dtype=bool) if ctx_mask is None else ctx_mask
+
+        def f32(x: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(x, dtype=np.float32), device=dev)
+
+        def i64(x: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(x, dtype=np.int64), device=dev)
+
+        return CurveSetInput(
+            configs=f32(padded),
+            hp_mask=hp_mask,
+            curve_mask=torch.ones(b, c, dtype=torch.bool, device=dev),
+            ctx_curve=i64(ctx_curve),
+            ctx_t=f32(ctx_t),
+            ctx_y=f32(ctx_y),
+            ctx_mask=torch.as_tensor(mask, device=dev),
+            qry_curve=i64(qry_curve),
+            qry_t=f32(qry_t),
+            qry_mask=torch.ones(qry_t.shape, dtype=torch.bool, device=dev),
+        )
 
     def _check_configs(self, curves: Sequence[Curve]) -> None:
         lengths = {c.config.size for c in curves}

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pfn.bar_distribution import BarDistribution, equal_mass_borders, uniform_borders
-from pfn.checkpoint import Checkpoint, save_checkpoint
+from pfn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from priors.base import Prior
 from priors.batch import CurveBatch
@@ -68,6 +68,9 @@ class TrainConfig:
     val_every: int = 500  # steps between validations
     checkpoint_every: int = 500  # steps between resumable Lightning checkpoints
     data: str | None = None  # a `curvepfn prior sample` HDF5 file to train on instead of the prior
+    # A product checkpoint (NAME, NAME.pt or NAME.json) whose weights and bucket borders start the
+    # run (fine-tuning / continued training); its model config must equal `model`.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "val_batches", "val_every", "checkpoint_every"):
@@ -193,7 +196,18 @@ class PFNModule(L.LightningModule):
         self.prior = make_prior(**config.prior)
         torch.manual_seed(config.seed)
         self.net = CurveSetTransformer(config.model)
-        self.dist = BarDistribution(make_borders(config, self.prior, device))
+        self.parent: Checkpoint | None = None  # the checkpoint of config.init_from
+        if config.init_from is None:
+            self.dist = BarDistribution(make_borders(config, self.prior, device))
+        else:
+            self.parent = load_checkpoint(config.init_from)
+            if self.parent.model != config.model:
+                raise ValueError(
+                    f"init_from={config.init_from!r} has model config {self.parent.model}, "
+                    f"but the run's model config is {config.model}"
+                )
+            self.net.load_state_dict(self.parent.state_dict)
+            self.dist = BarDistribution(self.parent.borders)
         self._val: list[dict[float, CurveBatch]] = []  # per batch: context fraction -> batch
 
     def loss(self, batch: CurveBatch) -> Tensor:
@@ -297,6 +311,8 @@ class _Export(L.Callback):
             "hardware": _hardware(module.device),
             "devices": devices,
             "val_ll_by_context_fraction": val_ll,
+            # Continued training: the parent's own summary (its steps and tasks come on top).
+            "init_from": None if module.parent is None else module.parent.training,
             "train_config": self.config.to_dict(),
             "torch": torch.__version__,
             "lightning": L.__version__,

@@ -68,13 +68,22 @@ def test_slope_is_continuous_at_the_soft_ends():
 
 def test_fit_caps_the_worst_end_against_divergence():
     # v = -loss sorted: [-1e30, -0.6, -0.5, -0.5, -0.5, -0.2]; median -0.5, best -0.2,
-    # IQR = -0.275 - (-0.575) = 0.3, spread = max(0.3, 0.3) = 0.3; the 5% quantile is ~-7.5e29,
+    # spread = best - median = 0.3; the 5% quantile is ~-7.5e29,
     # so the worst end is the cap -0.5 - 3 * 0.3 = -1.4, i.e. a loss of 1.4.
     losses = [0.2, 0.5, 0.5, 0.5, 0.6, 1e30, np.nan]
     s = MetricScaler.fit(losses, higher_is_better=False, lower_bound=0.0)
     assert s.worst == pytest.approx(1.4) and s.best == 0.0
     assert not s.worst_is_bound and s.best_is_bound
     np.testing.assert_allclose(s.to_score([0.0, 0.7, 1.4]), [1.0, 0.55, 0.1])
+
+
+def test_fit_ignores_a_large_minority_of_diverged_points():
+    # 40% diverged: an interquartile range would span 1e30; best - median = 0.3 does not.
+    losses = [0.2, 0.5, 0.5, 0.5, 0.6, 0.6] + [1e30] * 4
+    s = MetricScaler.fit(losses, higher_is_better=False, lower_bound=0.0)
+    # sorted: 0.2 0.5 0.5 0.5 0.6 | 0.6 1e30 ...: median 0.6, spread 0.4, cap 0.6 + 3 * 0.4 = 1.8
+    assert s.worst == pytest.approx(1.8)
+    assert s.to_score(0.2) == pytest.approx(1.0 - 0.9 * 0.2 / 1.8)
 
 
 def test_fit_uses_the_worst_quantile_when_it_is_closer():

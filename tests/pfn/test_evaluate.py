@@ -1,0 +1,124 @@
+"""The offline evaluation harness (pfn/evaluate.py) and ``curvepfn evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bo.cli import main
+from pfn.curve_table import read_curve_tables
+from pfn.eval_tasks import build_eval_task
+from pfn.evaluate import (
+    PFNMethod,
+    SurrogateEvalConfig,
+    _score_task,
+    evaluate_prior,
+    evaluate_surrogate,
+    make_method,
+    markdown_table,
+    write_report,
+)
+from pfn.forecast import GaussianForecast
+from pfn.surrogate import Surrogate
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture
+def tiny(tiny_checkpoint_path) -> Surrogate:
+    return Surrogate.load(tiny_checkpoint_path)
+
+
+def test_score_task_by_hand():
+    f = GaussianForecast(np.array([0.5, 0.5]), np.array([0.1, 0.1]))
+    y = np.array([0.5, 0.9])
+    ll, mse, cover = _score_task(f, y, 0.9)
+    assert mse == pytest.approx((0.0 + 0.16) / 2, abs=1e-9)
+    assert cover == 0.5  # 0.9 is 4 sigma out
+    assert ll == pytest.approx(f.log_prob(y).mean())
+
+
+def test_pfn_modes_see_what_they_should(tiny, curve_file):
+    table = read_curve_tables(curve_file, ["loss_task"])[0]
+    task = build_eval_task(table, n_context=40, seed=0)
+    full, no_hps, single = (PFNMethod(tiny, m) for m in ("pfn", "pfn-no-hps", "pfn-single"))
+    shuffled = task.__class__(**{**task.__dict__, "configs": task.configs[::-1].copy()})
+    # without hyperparameters, the configs do not matter; with them, they do
+    np.testing.assert_allclose(no_hps.predict(task).mean(), no_hps.predict(shuffled).mean())
+    assert not np.allclose(full.predict(task).mean(), full.predict(shuffled).mean())
+    # single-curve: target i's forecast uses its own curve alone
+    i = 1
+    c = int(task.target_curve[i])
+    t, y = task.curve_points(c)
+    alone = tiny.forecast(np.zeros((1, 0)), ctx_curve=np.zeros(t.size), ctx_t=t, ctx_y=y,
+                          qry_curve=[0], qry_t=[1.0])  # fmt: skip
+    assert single.predict(task).mean()[i] == pytest.approx(alone.mean()[0], abs=1e-5)
+
+
+def test_evaluate_surrogate_runs_every_method_and_writes_a_report(tiny, curve_file, tmp_path):
+    config = SurrogateEvalConfig(
+        context_sizes=(20, 40), seeds=2, methods=("pfn", "pfn-single", "last-value")
+    )
+    result = evaluate_surrogate(curve_file, surrogate=tiny, config=config, progress=False)
+    assert len(result.records) == 2 * 2 * 2 * 3  # tables x sizes x seeds x methods
+    for s in result.scores:
+        assert s.n_tasks == 4 and np.isfinite(s.ll) and 0 <= s.coverage <= 1 and s.mse >= 0
+    # the aggregate is the mean of the per-task records
+    rs = [r for r in result.records if r.method == "last-value" and r.n_context == 40]
+    assert result.score("last-value", 40).mse == pytest.approx(np.mean([r.mse for r in rs]))
+    assert sum(result.pit["pfn"]) == sum(r.n_targets for r in result.records if r.method == "pfn")
+    paths = write_report(result, tmp_path / "rep", surrogate=tiny)
+    assert {p.name for p in paths} == {
+        "results.json",
+        "results.md",
+        "metrics.png",
+        "calibration.png",
+        "curves.png",
+    }
+    assert all(p.stat().st_size > 0 for p in paths)
+    data = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert len(data["scores"]) == 6
+    assert markdown_table(result).count("| 20 |") == 3
+
+
+def test_bad_configuration_is_refused(tiny, curve_file):
+    with pytest.raises(ValueError, match="unknown methods"):
+        SurrogateEvalConfig(methods=("pfn", "oracle"))
+    with pytest.raises(ValueError, match="needs a surrogate"):
+        make_method("pfn")
+    with pytest.raises(ValueError, match="seeds"):
+        SurrogateEvalConfig(seeds=0)
+
+
+def test_evaluate_prior_reports_every_share(tiny):
+    r = evaluate_prior(tiny, prior="lcpfn", fractions=(0.2, 0.8), n_tasks=6, batch_size=4)
+    assert set(r.ll) == {0.2, 0.8} and all(np.isfinite(v) for v in r.ll.values())
+
+
+def test_cli_evaluate_surrogate(tiny_checkpoint_path, curve_file, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main([
+        "evaluate", "surrogate", "--data", str(curve_file), "--context-sizes", "30",
+        "--seeds", "1", "--methods", "pfn,last-value", "--checkpoint",
+        str(tiny_checkpoint_path), "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0 and (out / "results.md").is_file()
+    assert "| 30 | pfn |" in capsys.readouterr().out
+    code = main(["evaluate", "surrogate", "--data", str(curve_file), "--methods", "magic"])
+    assert code == 2 and "unknown methods" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not present (fresh clone)")
+def test_shipped_model_beats_a_flat_density_on_real_curves():
+    """On real curves the shipped surrogate's log-likelihood beats the uniform density (0)."""
+    sur = Surrogate.load()
+    for name in ("taskset_dev.h5", "lcdb_dev.h5"):
+        table = read_curve_tables(SHARED / name)[0].name
+        config = SurrogateEvalConfig(context_sizes=(400,), seeds=2, methods=("pfn",))
+        result = evaluate_surrogate(
+            SHARED / name, surrogate=sur, config=config, tables=[table], progress=False
+        )
+        assert result.score("pfn", 400).ll > 0.5, name
