@@ -36,9 +36,9 @@ observed value, but no further from the median than ``3 × spread`` (``spread`` 
 so diverged runs cannot stretch the range unless they are the majority (an interquartile range
 would be stretched as soon as a quarter of the points diverge, which happens on real loss curves).
 For TaskSet's GRU task (losses: best 0.36, median 0.71, 5%-worst 78 from divergence; bound 0)
-that gives the linear range loss ∈ [0, 1.77] → score [1, 0.1]: the runs between 0.36 and 0.71 span scores
-0.82–0.64, and the known bound costs the unused scores above 0.82, the price of a map that never
-has to guess how good a run can get.
+that gives the linear range loss ∈ [0, 1.77] → score [1, 0.1]: the runs between 0.36 and 0.71
+span scores 0.82–0.64, and the known bound costs the unused scores above 0.82, the price of a map
+that never has to guess how good a run can get.
 """
 
 from __future__ import annotations
