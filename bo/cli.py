@@ -23,12 +23,52 @@ def build_parser() -> argparse.ArgumentParser:
     priors_cli.register(sub)
     pfn_cli.register(sub)
     evaluate = sub.add_parser("evaluate", help="offline evaluation on recorded curves")
-    pfn_cli.register_evaluate(evaluate.add_subparsers(dest="what", required=True))
+    evaluate_sub = evaluate.add_subparsers(dest="what", required=True)
+    pfn_cli.register_evaluate(evaluate_sub)
+    _register_hpo(evaluate_sub)
     demo = sub.add_parser("demo", help="run the demo on the embedded defaults")
     demo.add_argument("--out", default="demo_out", help="folder for the demo's plots")
     demo.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
+    hpo = subparsers.add_parser(
+        "hpo", help="simulate HPO on recorded curves (HDF5): normalised regret and rank"
+    )
+    hpo.add_argument("--data", required=True, help="curve file in the shared HDF5 layout")
+    hpo.add_argument("--tasks", type=_names, default=None, help="comma-separated table names")
+    hpo.add_argument(
+        "--optimizers",
+        type=_names,
+        default=("freeze-thaw", "random", "hyperband", "asha"),
+        help="comma-separated optimizer names (default: freeze-thaw,random,hyperband,asha)",
+    )
+    hpo.add_argument("--seeds", type=int, default=10, help="runs per table and optimizer")
+    hpo.add_argument("--budget", type=int, default=1000, help="steps per run (default 1000)")
+    hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
+    hpo.set_defaults(func=_evaluate_hpo)
+
+
+def _evaluate_hpo(args: argparse.Namespace) -> int:
+    from bo.hpo_benchmark import evaluate_hpo, markdown_table, write_hpo_report
+
+    result = evaluate_hpo(
+        args.data,
+        optimizers=args.optimizers,
+        seeds=args.seeds,
+        budget=args.budget,
+        tables=args.tasks,
+    )
+    paths = write_hpo_report(result, args.out)
+    print(markdown_table(result))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

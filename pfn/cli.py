@@ -140,6 +140,12 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         default="step",
         help="steps -> times: step/max_step (default) or position in the grid",
     )
+    sur.add_argument(
+        "--scaling",
+        choices=("bounds", "data"),
+        default="bounds",
+        help="score range from the metric's bounds (default) or from the context's values",
+    )
     sur.add_argument("--out", default="eval_out", help="folder for results.{json,md} and plots")
     sur.set_defaults(func=_evaluate_surrogate)
 
@@ -164,6 +170,7 @@ def _evaluate_surrogate(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         methods=args.methods,
         time_mode=args.time,
+        scaling=args.scaling,
     )
     needs_pfn = any(m in PFN_MODES for m in config.methods)
     surrogate = Surrogate.load(args.checkpoint) if needs_pfn else None

@@ -79,7 +79,12 @@ def _task_seed(table: CurveTable, n_context: int, seed: int) -> list[int]:
 
 
 def build_eval_task(
-    table: CurveTable, *, n_context: int, seed: int, time_mode: str = "step"
+    table: CurveTable,
+    *,
+    n_context: int,
+    seed: int,
+    time_mode: str = "step",
+    bounds_as_ends: bool = True,
 ) -> EvalTask:
     """Draw one evaluation task (see the module docstring).
 
@@ -88,6 +93,8 @@ def build_eval_task(
         n_context: N, the number of context points wanted.
         seed: the draw's seed (with the table name and N).
         time_mode: how steps become times, see :meth:`CurveTable.times`.
+        bounds_as_ends: passed to :meth:`MetricScaler.fit` (False: the score range comes from the
+            context's values even for a bounded metric).
 
     Returns:
         The task, with at least one target.
@@ -128,6 +135,7 @@ def build_eval_task(
         higher_is_better=table.higher_is_better,
         lower_bound=table.lower_bound,
         upper_bound=table.upper_bound,
+        bounds_as_ends=bounds_as_ends,
     )
     has_final = recorded[rows_arr, -1]
     target_curve = np.flatnonzero(has_final)

@@ -107,6 +107,9 @@ class SurrogateEvalConfig:
     methods: tuple[str, ...] = METHODS  # see METHODS
     time_mode: str = "step"  # how steps become times, see CurveTable.times
     interval: float = 0.9  # mass of the central interval whose coverage is reported
+    # "bounds": a metric's known bounds are the ends of the score range; "data": the range comes
+    # from the context's values (see MetricScaler.fit, bounds_as_ends)
+    scaling: str = "bounds"
 
     def __post_init__(self) -> None:
         if not self.context_sizes or min(self.context_sizes) < 1:
@@ -118,6 +121,8 @@ class SurrogateEvalConfig:
             raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
         if self.time_mode not in TIME_MODES:
             raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
+        if self.scaling not in ("bounds", "data"):
+            raise ValueError(f"scaling must be 'bounds' or 'data', got {self.scaling!r}")
         if not 0 < self.interval < 1:
             raise ValueError(f"interval must lie in (0, 1), got {self.interval}")
 
@@ -222,7 +227,13 @@ def evaluate_surrogate(
     jobs = [(tab, n, s) for tab in curve_tables for n in config.context_sizes
             for s in range(config.seeds)]  # fmt: skip
     for tab, n, seed in tqdm(jobs, desc="evaluate", unit="task", disable=not progress):
-        task = build_eval_task(tab, n_context=n, seed=seed, time_mode=config.time_mode)
+        task = build_eval_task(
+            tab,
+            n_context=n,
+            seed=seed,
+            time_mode=config.time_mode,
+            bounds_as_ends=config.scaling == "bounds",
+        )
         hidden = task.hidden()
         for method in methods:
             start = time.perf_counter()
@@ -393,7 +404,13 @@ def _plot_curves(result: SurrogateEvalResult, surrogate: Surrogate, path: Path) 
     cfg = result.config
     first = sorted({r.table for r in result.records})[0]
     tab = read_curve_tables(result.data, [first])[0]
-    task = build_eval_task(tab, n_context=max(cfg.context_sizes), seed=0, time_mode=cfg.time_mode)
+    task = build_eval_task(
+        tab,
+        n_context=max(cfg.context_sizes),
+        seed=0,
+        time_mode=cfg.time_mode,
+        bounds_as_ends=cfg.scaling == "bounds",
+    )
     times = tab.times(cfg.time_mode)
     chosen = task.target_curve[np.argsort(task.target_y)][:: max(1, task.n_targets // 6)][:6]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), squeeze=False)

@@ -159,6 +159,19 @@ class _CrossAttention(nn.Module):
         return x + self.out(att.transpose(1, 2).reshape(b, n, d))
 
 
+def _observed_memory(z: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+    """The keys of curve attention: (memory (B, S, d), key_mask (B, S)).
+
+    With one task (inference) only the observed curves are kept, so attention costs C x C_observed
+    instead of C x C (thousands of candidate configurations, few observed ones); the result is the
+    same, since masked keys get zero weight. Batches keep the dense masked form.
+    """
+    if z.shape[0] == 1:
+        idx = observed[0].nonzero().squeeze(1)  # (S,)
+        return z[:, idx], observed.new_ones(1, idx.numel())
+    return z, observed
+
+
 class _Layer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -172,7 +185,7 @@ class _Layer(nn.Module):
         self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int, observed: Tensor
     ) -> tuple[Tensor, Tensor]:
         z = self.pool(z, x, seg, n_seg)  # (B, C, d)
-        z = self.curves(z, z, observed)
+        z = self.curves(z, *_observed_memory(z, observed))
         z = self.ff_z(z)
         b, c, d = z.shape
         z_flat = torch.cat([z.reshape(b * c, d), z.new_zeros(1, d)])
@@ -313,6 +326,7 @@ class CurveSetTransformer(nn.Module):
             dim=-1,
         )  # (B, M, 6)
         q = self.embed_query(q_feat) + self.query_curve(own)  # (B, M, d)
+        memory, key_mask = _observed_memory(z, observed)
         for attend, ff in self.query_layers:
-            q = ff(attend(q, z, observed))
+            q = ff(attend(q, memory, key_mask))
         return self.head(q)  # (B, M, K)

@@ -95,6 +95,7 @@ class MetricScaler:
         lower_bound: float | None = None,
         upper_bound: float | None = None,
         tail: float = 0.1,
+        bounds_as_ends: bool = True,
     ) -> MetricScaler:
         """Fit the reference range to observed metric values.
 
@@ -104,6 +105,10 @@ class MetricScaler:
             lower_bound, upper_bound: known bounds of the metric in its own units (None or ±inf
                 for an unbounded side). A bounded side becomes a hard end of the linear range.
             tail: score share for values beyond each unbounded side.
+            bounds_as_ends: True: a known bound is a hard end of the range (score 0 or 1).
+                False: both ends come from the data (soft), whatever the bounds; the bounds only
+                validate the values. This spreads data that sits in a narrow part of a bounded
+                range (losses far from 0, accuracies in 0.90-0.95) over the score range.
 
         Returns:
             The scaler; with both bounds finite it is the plain linear map between them.
@@ -122,6 +127,8 @@ class MetricScaler:
         # v: the metric in the progress direction (higher is better), bounds likewise.
         v_worst_bound, v_best_bound = (lo, hi) if higher_is_better else (-hi, -lo)
         worst_is_bound, best_is_bound = math.isfinite(v_worst_bound), math.isfinite(v_best_bound)
+        if not bounds_as_ends:
+            worst_is_bound = best_is_bound = False
         if worst_is_bound and best_is_bound:
             return cls(
                 higher_is_better=higher_is_better,

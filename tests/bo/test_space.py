@@ -474,3 +474,23 @@ def test_from_configspace():
         Space.from_configspace(normal)
     with pytest.raises(ValueError, match="cs must be a ConfigSpace.ConfigurationSpace"):
         Space.from_configspace({"lr": (1e-4, 1e-1)})
+
+
+def test_sample_encoded_matches_sample_and_perturb_encoded_is_canonical():
+    space = Space(
+        {
+            "lr": Float(1e-4, 1e-1, log=True),
+            "width": Int(8, 256, log=True),
+            "act": Categorical(["relu", "tanh", "gelu"]),
+            "depth": Int(1, 5),
+        }
+    )
+    for method in ("sobol", "random"):
+        X = space.sample_encoded(257, seed=4, method=method)
+        expected = space.encode_many(space.sample(257, seed=4, method=method))
+        np.testing.assert_array_equal(X, expected)
+    base = space.sample(1, seed=0)[0]
+    P = space.perturb_encoded(base, 300, scale=0.3, change_prob=0.5, seed=2)
+    # every row is the exact encoding of a valid configuration (Ints snapped, one-hot blocks)
+    np.testing.assert_allclose(P, space.encode_many(space.decode_many(P)), atol=1e-12)
+    assert space.decode_many(P) == space.perturb(base, 300, scale=0.3, change_prob=0.5, seed=2)

@@ -125,3 +125,17 @@ def test_errors():
     s = MetricScaler.fit([0.5], higher_is_better=True, lower_bound=0.0, upper_bound=1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         s.to_metric([0.5, 1.5])
+
+
+def test_bounds_as_ends_false_takes_the_range_from_the_data():
+    acc = [0.5, 0.7, 0.8, 0.9]
+    hard = MetricScaler.fit(acc, higher_is_better=True, lower_bound=0.0, upper_bound=1.0)
+    assert hard.to_score(0.9) == pytest.approx(0.9)  # the identity
+    soft = MetricScaler.fit(
+        acc, higher_is_better=True, lower_bound=0.0, upper_bound=1.0, bounds_as_ends=False
+    )
+    assert not soft.worst_is_bound and not soft.best_is_bound
+    # best end = best value (score 0.9); median 0.75, spread 0.15: the cap 0.3 is below the 5%
+    # quantile 0.53, which is the worst end (score 0.1)
+    assert soft.best == pytest.approx(0.9) and soft.to_score(0.9) == pytest.approx(0.9)
+    assert soft.worst == pytest.approx(0.53) and soft.to_score(0.53) == pytest.approx(0.1)

@@ -1,0 +1,77 @@
+"""Acquisition functions of the freeze-thaw loop: which run to advance by one step.
+
+All of them follow ifBO's "look ahead h, act one step" (``../shared/design/reference.md`` §4):
+once per decision, shared by every candidate,
+
+* a horizon ``h ~ U{1 .. min(remaining budget, max_steps)}`` steps, and
+* a threshold ``T = f_best + τ (1 − f_best)`` with ``τ = 10^U(−4, −1)``, ``f_best`` being the best
+  score observed so far at any step;
+
+then every candidate (a paused run at step ``b``, or a new configuration at ``b = 0``) is scored
+by the surrogate's predictive distribution of its score at step ``min(b + h, max_steps)``:
+
+* ``mfpi-random``: ``P(y > T)`` (the reference);
+* ``mfei-random``: ``E[max(y − T, 0)]``;
+* ``ucb-random``: the 0.9 quantile of ``y`` (optimism without a threshold).
+
+The argmax is resumed for one step (or started, for a new configuration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pfn.forecast import BarForecast
+
+__all__ = ["ACQUISITIONS", "Lookahead", "acquisition_values", "draw_lookahead"]
+
+ACQUISITIONS = ("mfpi-random", "mfei-random", "ucb-random")
+_UCB_QUANTILE = 0.9
+
+
+@dataclass(frozen=True)
+class Lookahead:
+    """The random draws of one decision."""
+
+    horizon: int  # h, steps to look ahead
+    tau: float  # relative improvement asked for
+    threshold: float  # T, in score units
+
+
+def draw_lookahead(
+    rng: np.random.Generator, *, remaining: int, max_steps: int, f_best: float
+) -> Lookahead:
+    """Draw the horizon and threshold of one decision (see the module docstring).
+
+    Args:
+        rng: the decision's random generator.
+        remaining: steps of budget left (>= 1); use ``max_steps`` when the budget is unknown.
+        max_steps: the longest a run can be trained.
+        f_best: best score observed so far, in [0, 1].
+    """
+    if remaining < 1 or max_steps < 1:
+        raise ValueError(f"remaining and max_steps must be >= 1, got {remaining}, {max_steps}")
+    horizon = int(rng.integers(1, min(remaining, max_steps) + 1))
+    tau = float(10.0 ** rng.uniform(-4.0, -1.0))
+    return Lookahead(horizon, tau, f_best + tau * (1.0 - f_best))
+
+
+def acquisition_values(name: str, forecast: BarForecast, threshold: float) -> np.ndarray:
+    """(M,) acquisition values of M candidates whose look-ahead scores ``forecast`` predicts.
+
+    Raises:
+        ValueError: unknown ``name``.
+    """
+    dist, logits = forecast.distribution, forecast.logits
+    if name == "mfpi-random":
+        value = dist.pi(logits, threshold)
+    elif name == "mfei-random":
+        value = dist.ei(logits, threshold)
+    elif name == "ucb-random":
+        value = dist.quantile(logits, torch.tensor(_UCB_QUANTILE))
+    else:
+        raise ValueError(f"unknown acquisition {name!r}; choose from {', '.join(ACQUISITIONS)}")
+    return value.double().numpy()

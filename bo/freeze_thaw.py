@@ -1,0 +1,498 @@
+"""Freeze-thaw Bayesian optimisation: keep many runs paused, resume the most promising one.
+
+:class:`FreezeThaw` is an ask/tell optimiser. Each :meth:`~FreezeThaw.ask` hands out a
+:class:`Trial`: "train run ``id`` (configuration ``config``) from step ``resume_from`` to step
+``step``" (one step further; ``resume_from = 0`` starts a new run). The user trains, then calls
+:meth:`~FreezeThaw.tell` with the metric at ``step``, or :meth:`~FreezeThaw.tell_failure` if the run
+crashed or diverged. Between calls a run is *frozen*: the user keeps its checkpoint, and a later
+trial may *thaw* it.
+
+How a trial is chosen (ifBO's loop, ``../shared/design/reference.md`` §4): the first trial starts
+a random configuration; after that, every paused run and a pool of new candidate configurations
+(Sobol points, uniform random points and perturbations of the incumbent, or the rows of a fixed
+candidate table) are scored in **one forward pass** of the PFN surrogate by an acquisition of
+:mod:`bo.acquisition` (MFPI-random by default), and the best is advanced by one step.
+
+Units: values are told in the metric's own units (``minimize=True`` for losses). Before each
+decision all finite values are mapped to scores in [0, 1] by a :class:`~pfn.scaling.MetricScaler`
+(robust to diverged values such as a loss of 1e34). Non-finite values:
+
+* ``tell(trial, nan)`` is an error: use ``tell_failure`` (a NaN is more often a bug in the
+  caller's code than a result);
+* ``tell(trial, ±inf)`` is accepted as a diverged value: recorded, scored 0 (the worst), never the
+  incumbent, and the run may still be resumed;
+* ``tell_failure(trial)`` ends the run: it is scored 0 at that step and never resumed.
+
+Parallel workers: ``ask`` may be called again before earlier trials are told. A pending run is not
+handed out twice; for the decision, each pending run's next value is *fantasised* as its predicted
+median (one extra forward pass), so parallel asks spread out instead of piling onto one region.
+
+Crash safety: with ``state_dir``, every ask, tell, failure and release is appended durably to a
+:class:`~bo.journal.Journal` before the call returns; ``FreezeThaw(..., state_dir=same)`` replays
+it and continues exactly. Trials that were pending when a worker died are in :attr:`pending`:
+tell them if their result is known, or :meth:`release` them.
+
+Shapes: ``R`` runs, ``Q`` candidate configurations, ``D`` encoded hyperparameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bo.acquisition import ACQUISITIONS, acquisition_values, draw_lookahead
+from bo.journal import Journal
+from bo.space import CandidateTable, Space
+from pfn.scaling import MetricScaler
+from pfn.surrogate import Surrogate
+
+__all__ = ["FreezeThaw", "FreezeThawConfig", "Incumbent", "NothingToAsk", "Record", "Trial"]
+
+
+class NothingToAsk(RuntimeError):
+    """Every run is finished, failed or pending, and no new configuration is left."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreezeThawConfig:
+    """Settings of the candidate pool (new configurations scored at each decision)."""
+
+    n_candidates: int = 2000  # new configurations per decision (or table rows sampled)
+    share_sobol: float = 0.5  # of n_candidates: a fresh scrambled Sobol sample
+    share_local: float = 0.25  # perturbations of the incumbent (the rest: uniform random)
+    local_scale: float = 0.1  # std of the perturbations in the encoded space
+
+    def __post_init__(self) -> None:
+        if self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        if not (0 <= self.share_sobol and 0 <= self.share_local and
+                self.share_sobol + self.share_local <= 1):  # fmt: skip
+            raise ValueError("share_sobol and share_local must be >= 0 and sum to <= 1")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One unit of work: train run ``id`` from step ``resume_from`` to ``step``."""
+
+    id: int  # the run; a resumed run keeps its id
+    config: Mapping[str, Any] = field(hash=False)  # the configuration (do not modify)
+    step: int  # train up to this step and report the metric there
+    resume_from: int  # the step the run was frozen at; 0: a new run
+    candidate: int | None = None  # row of the candidate table, when one was given
+
+
+@dataclass(frozen=True)
+class Record:
+    """One told result (immutable): what :attr:`FreezeThaw.history` lists."""
+
+    trial: int  # the run id
+    step: int
+    value: float | None  # in the metric's units; None for a failure
+    failed: bool
+
+
+@dataclass(frozen=True)
+class Incumbent:
+    """The best finite value observed so far, at any step."""
+
+    trial: int
+    config: Mapping[str, Any]
+    value: float
+    step: int
+
+
+@dataclass
+class _Run:
+    id: int
+    config: dict[str, Any]
+    x: np.ndarray  # (D,) encoded
+    candidate: int | None
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    failed: bool = False
+    pending: Trial | None = None
+
+    @property
+    def step(self) -> int:
+        return self.steps[-1] if self.steps else 0
+
+
+class FreezeThaw:
+    """The freeze-thaw optimiser (see the module docstring).
+
+    Args:
+        space: the search space; None when ``candidates`` is given without one.
+        max_steps: the longest a run is trained (steps of the fidelity: epochs, ...).
+        minimize: True for losses.
+        lower_bound, upper_bound: known bounds of the metric (None: unbounded).
+        budget: total steps the user plans to spend (sets the look-ahead horizon's range; None:
+            up to ``max_steps``). Not enforced: the caller stops asking.
+        surrogate: the PFN; None loads the shipped checkpoint.
+        acquisition: one of :data:`bo.acquisition.ACQUISITIONS`.
+        seed: seeds every random choice (decision ``k`` uses ``(seed, k)``).
+        state_dir: folder of the crash-safe journal; None keeps everything in memory.
+        candidates: a fixed table of configurations to choose new runs from (tabular benchmarks,
+            fixed grids) instead of sampling ``space``.
+        config: the candidate pool's settings.
+
+    Raises:
+        ValueError: bad settings, a space wider than the surrogate's ``max_hps``, or a
+            ``state_dir`` holding a journal of other settings.
+    """
+
+    def __init__(
+        self,
+        space: Space | None,
+        *,
+        max_steps: int,
+        minimize: bool = False,
+        lower_bound: float | None = None,
+        upper_bound: float | None = None,
+        budget: int | None = None,
+        surrogate: Surrogate | None = None,
+        acquisition: str = "mfpi-random",
+        seed: int = 0,
+        state_dir: str | Path | None = None,
+        candidates: CandidateTable | None = None,
+        config: FreezeThawConfig = FreezeThawConfig(),
+    ) -> None:
+        if space is None and candidates is None:
+            raise ValueError("give a space, a candidate table, or both")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if budget is not None and budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(
+                f"unknown acquisition {acquisition!r}; choose from {', '.join(ACQUISITIONS)}"
+            )
+        if candidates is not None and space is not None and candidates.dim != space.dim:
+            raise ValueError(
+                f"the candidate table has {candidates.dim} encoded dims, the space {space.dim}"
+            )
+        self.space, self.candidates = space, candidates
+        self.max_steps, self.minimize, self.budget = max_steps, minimize, budget
+        self.lower_bound, self.upper_bound = lower_bound, upper_bound
+        if lower_bound is not None and upper_bound is not None and not lower_bound < upper_bound:
+            raise ValueError(
+                f"lower_bound must be below upper_bound, got {lower_bound}, {upper_bound}"
+            )
+        self.acquisition, self.seed, self.config = acquisition, seed, config
+        self.surrogate = surrogate if surrogate is not None else Surrogate.load()
+        self.dim = candidates.dim if candidates is not None else space.dim  # type: ignore[union-attr]
+        if self.dim > self.surrogate.config.max_hps:
+            raise ValueError(
+                f"the space has {self.dim} encoded dimensions, more than the surrogate's "
+                f"max_hps={self.surrogate.config.max_hps}"
+            )
+        self._runs: list[_Run] = []
+        self._history: list[Record] = []
+        self._n_asks = 0
+        self._started_rows: set[int] = set()
+        self._journal: Journal | None = None
+        if state_dir is not None:
+            self._journal = Journal(state_dir, self._settings())
+            self._replay()
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    @property
+    def history(self) -> tuple[Record, ...]:
+        """Every told result, in order."""
+        return tuple(self._history)
+
+    @property
+    def pending(self) -> tuple[Trial, ...]:
+        """Trials handed out and not yet told, failed or released."""
+        return tuple(r.pending for r in self._runs if r.pending is not None)
+
+    @property
+    def steps_spent(self) -> int:
+        """Steps told so far (values and failures)."""
+        return len(self._history)
+
+    def ask(self) -> Trial:
+        """The next trial: which run to advance by one step, or which new one to start.
+
+        Raises:
+            NothingToAsk: nothing can be asked (every run finished or pending, and no new
+                configuration left in the candidate table).
+        """
+        rng = np.random.default_rng([self.seed, self._n_asks])
+        observed = [r for r in self._runs if r.steps]
+        if not observed:
+            run = self._new_run(*self._random_new(rng))
+        else:
+            run = self._decide(rng, observed)
+        trial = Trial(
+            id=run.id,
+            config=dict(run.config),
+            step=run.step + 1,
+            resume_from=run.step,
+            candidate=run.candidate,
+        )
+        self._log("ask", run=run.id, step=trial.step, config=run.config, candidate=run.candidate)
+        run.pending = trial
+        self._n_asks += 1
+        return trial
+
+    def tell(self, trial: Trial, value: float) -> None:
+        """Report the metric of ``trial`` at ``trial.step`` (in the metric's units).
+
+        Raises:
+            ValueError: an unknown trial, one already told / failed / released, a non-numeric
+                value, or NaN (use :meth:`tell_failure`).
+        """
+        run = self._pending_run(trial)
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"value must be a number, got {value!r}") from err
+        if math.isnan(value):
+            raise ValueError(
+                "value is NaN: call tell_failure(trial) for a crashed or diverged run"
+            )
+        self._log("tell", run=run.id, step=trial.step, value=value)
+        self._apply_tell(run, trial.step, value)
+
+    def tell_failure(self, trial: Trial) -> None:
+        """Report that ``trial``'s run crashed or diverged: it scores worst and is never resumed.
+
+        Raises:
+            ValueError: an unknown trial, or one already told / failed / released.
+        """
+        run = self._pending_run(trial)
+        self._log("fail", run=run.id, step=trial.step)
+        self._apply_failure(run, trial.step)
+
+    def release(self, trial: Trial) -> None:
+        """Give back a pending trial unanswered (its worker died): the run is paused again.
+
+        Raises:
+            ValueError: an unknown trial, or one that is not pending.
+        """
+        run = self._pending_run(trial)
+        self._log("release", run=run.id, step=trial.step)
+        self._apply_release(run)
+
+    def best(self) -> Incumbent | None:
+        """The best finite value told so far, at any step (None before the first)."""
+        best: Incumbent | None = None
+        for run in self._runs:
+            for step, value in zip(run.steps, run.values, strict=True):
+                if not math.isfinite(value):
+                    continue
+                if best is None or (value < best.value if self.minimize else value > best.value):
+                    best = Incumbent(run.id, dict(run.config), value, step)
+        return best
+
+    def close(self) -> None:
+        """Close the journal (nothing is lost: every call already committed)."""
+        if self._journal is not None:
+            self._journal.close()
+
+    # ---- decisions -----------------------------------------------------------------------------
+
+    def _scaler(self) -> MetricScaler:
+        values = [v for r in self._runs for v in r.values]
+        return MetricScaler.fit(
+            values if any(math.isfinite(v) for v in values) else [0.0],
+            higher_is_better=not self.minimize,
+            lower_bound=self.lower_bound,
+            upper_bound=self.upper_bound,
+        )
+
+    def _decide(self, rng: np.random.Generator, observed: list[_Run]) -> _Run:
+        scaler = self._scaler()
+        runs = self._runs
+        # Context: every observed point; failures score 0 at their step.
+        ctx_curve, ctx_t, ctx_y = [], [], []
+        for i, r in enumerate(runs):
+            if r.steps:
+                ctx_curve += [i] * len(r.steps)
+                ctx_t += [s / self.max_steps for s in r.steps]
+                scores = scaler.to_score(np.asarray(r.values, dtype=np.float64))
+                if r.failed:
+                    scores[-1] = 0.0
+                ctx_y += scores.tolist()
+        f_best = max(ctx_y)
+        configs = np.stack([r.x for r in runs]) if runs else np.zeros((0, self.dim))
+        pending = [i for i, r in enumerate(runs) if r.pending is not None]
+        if pending:  # fantasise each pending run's next value as its predicted median
+            fc = self.surrogate.forecast(
+                configs,
+                ctx_curve=ctx_curve,
+                ctx_t=ctx_t,
+                ctx_y=ctx_y,
+                qry_curve=pending,
+                qry_t=[min(runs[i].step + 1, self.max_steps) / self.max_steps for i in pending],
+            )
+            ctx_curve += pending
+            ctx_t += [(runs[i].step + 1) / self.max_steps for i in pending]
+            ctx_y += fc.quantile(0.5).tolist()
+        spent = self.steps_spent + len(pending)
+        remaining = self.max_steps if self.budget is None else max(1, self.budget - spent)
+        look = draw_lookahead(rng, remaining=remaining, max_steps=self.max_steps, f_best=f_best)
+        paused = [
+            i for i, r in enumerate(runs)
+            if r.pending is None and not r.failed and r.step < self.max_steps
+        ]  # fmt: skip
+        new_x, new_rows = self._candidate_pool(rng)
+        if not paused and new_x.shape[0] == 0:
+            raise NothingToAsk(
+                "nothing to ask: every run is finished, failed or pending and no new "
+                "configuration is left"
+            )
+        all_configs = np.concatenate([configs, new_x]) if new_x.shape[0] else configs
+        qry_curve = paused + list(range(len(runs), len(runs) + new_x.shape[0]))
+        qry_t = [min(runs[i].step + look.horizon, self.max_steps) / self.max_steps for i in paused]
+        qry_t += [min(look.horizon, self.max_steps) / self.max_steps] * new_x.shape[0]
+        fc = self.surrogate.forecast(
+            all_configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
+            qry_curve=qry_curve, qry_t=qry_t,
+        )  # fmt: skip
+        values = acquisition_values(self.acquisition, fc, look.threshold)
+        top = np.flatnonzero(values == values.max())
+        pick = int(top[rng.integers(top.size)]) if top.size > 1 else int(top[0])
+        if pick < len(paused):
+            return runs[paused[pick]]
+        j = pick - len(paused)
+        return self._new_run(new_x[j], None if new_rows is None else int(new_rows[j]))
+
+    def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Q, D) encoded new configurations, and their table rows (None without a table)."""
+        n = self.config.n_candidates
+        if self.candidates is not None:
+            free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
+            if free.size > n:
+                free = np.sort(rng.choice(free, size=n, replace=False))
+            return self.candidates.encoded[free], free
+        assert self.space is not None
+        n_sobol = int(round(n * self.config.share_sobol))
+        best = self.best()
+        n_local = int(round(n * self.config.share_local)) if best is not None else 0
+        n_random = n - n_sobol - n_local
+        seed = int(rng.integers(2**31))
+        parts = [np.zeros((0, self.dim))]
+        if n_sobol:
+            parts.append(self.space.sample_encoded(n_sobol, seed=seed, method="sobol"))
+        if n_random:
+            parts.append(self.space.sample_encoded(n_random, seed=seed + 1, method="random"))
+        if n_local and best is not None:
+            parts.append(
+                self.space.perturb_encoded(best.config, n_local, scale=self.config.local_scale,
+                                           seed=seed + 2)
+            )  # fmt: skip
+        return np.concatenate(parts), None
+
+    def _random_new(self, rng: np.random.Generator) -> tuple[np.ndarray, int | None]:
+        if self.candidates is not None:
+            free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
+            if free.size == 0:
+                raise NothingToAsk("nothing to ask: every candidate has been started")
+            row = int(rng.choice(free))
+            return self.candidates.encoded[row], row
+        assert self.space is not None
+        config = self.space.sample(1, seed=int(rng.integers(2**31)), method="random")[0]
+        return self.space.encode(config), None
+
+    def _new_run(self, x: np.ndarray, row: int | None) -> _Run:
+        if row is not None and self.candidates is not None:
+            config = self.candidates.config(row)
+        else:
+            assert self.space is not None
+            config = self.space.decode(x)
+            x = self.space.encode(config)  # the exact encoding of what is run
+        return self._add_run(config, np.asarray(x, dtype=np.float64), row)
+
+    def _add_run(self, config: dict[str, Any], x: np.ndarray, row: int | None) -> _Run:
+        run = _Run(id=len(self._runs), config=config, x=x, candidate=row)
+        self._runs.append(run)
+        if row is not None:
+            self._started_rows.add(row)
+        return run
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+
+    def _pending_run(self, trial: Trial) -> _Run:
+        if not isinstance(trial, Trial):
+            raise ValueError(f"expected a Trial from ask(), got {type(trial).__name__}")
+        if not 0 <= trial.id < len(self._runs):
+            raise ValueError(f"unknown trial id {trial.id}")
+        run = self._runs[trial.id]
+        if run.pending is None or run.pending.step != trial.step:
+            state = "failed" if run.failed else f"at step {run.step}"
+            raise ValueError(
+                f"trial {trial.id} (step {trial.step}) is not pending (the run is {state}): "
+                "it was already told, failed or released"
+            )
+        return run
+
+    def _apply_tell(self, run: _Run, step: int, value: float) -> None:
+        run.steps.append(step)
+        run.values.append(value)
+        run.pending = None
+        self._history.append(Record(run.id, step, value, False))
+
+    def _apply_failure(self, run: _Run, step: int) -> None:
+        run.steps.append(step)
+        run.values.append(math.inf if self.minimize else -math.inf)
+        run.failed = True
+        run.pending = None
+        self._history.append(Record(run.id, step, None, True))
+
+    @staticmethod
+    def _apply_release(run: _Run) -> None:
+        run.pending = None
+
+    def _log(self, kind: str, **fields: Any) -> None:
+        if self._journal is not None:
+            self._journal.append(kind, **fields)
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "space": None if self.space is None else self.space.to_dict(),
+            "candidates": None if self.candidates is None else
+            np.round(self.candidates.encoded, 12).tolist(),  # fmt: skip
+            "max_steps": self.max_steps,
+            "minimize": self.minimize,
+            "lower_bound": self.lower_bound,
+            "upper_bound": self.upper_bound,
+            "budget": self.budget,
+            "acquisition": self.acquisition,
+            "seed": self.seed,
+            "config": {
+                "n_candidates": self.config.n_candidates,
+                "share_sobol": self.config.share_sobol,
+                "share_local": self.config.share_local,
+                "local_scale": self.config.local_scale,
+            },
+        }
+
+    def _replay(self) -> None:
+        assert self._journal is not None
+        for ev in self._journal.events():
+            if ev.kind == "ask":
+                if ev.run == len(self._runs):  # a new run
+                    config = ev.config or {}
+                    if ev.candidate is not None and self.candidates is not None:
+                        x = self.candidates.encoded[ev.candidate]
+                    else:
+                        assert self.space is not None
+                        x = self.space.encode(config)
+                    self._add_run(config, np.asarray(x, dtype=np.float64), ev.candidate)
+                run = self._runs[ev.run]
+                run.pending = Trial(ev.run, dict(run.config), ev.step, ev.step - 1, run.candidate)
+                self._n_asks += 1
+            elif ev.kind == "tell":
+                assert ev.value is not None
+                self._apply_tell(self._runs[ev.run], ev.step, ev.value)
+            elif ev.kind == "fail":
+                self._apply_failure(self._runs[ev.run], ev.step)
+            else:
+                self._apply_release(self._runs[ev.run])

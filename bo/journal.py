@@ -1,0 +1,150 @@
+"""A crash-safe, append-only journal of an optimiser's asks and tells (SQLite).
+
+Every event is one row, committed in its own transaction with ``synchronous=FULL`` before the call
+that made it returns, so a process killed at any moment (even by SIGKILL) leaves a journal that
+holds every event whose call returned and nothing half-written. The optimiser's state is a pure
+function of its settings and its events: :class:`~bo.freeze_thaw.FreezeThaw` rebuilds itself by
+replaying them. One optimiser process owns a journal at a time (its workers may be anywhere: they
+talk to that process); a second process opening the same folder would not see the first one's
+later events.
+
+Events (``kind``): ``ask`` (a trial handed out: run id, step, config), ``tell`` (its value),
+``fail`` (the run crashed or diverged), ``release`` (a pending trial given back unanswered, e.g.
+its worker died). Values are stored as text (``repr``) so that inf and 1e34 survive exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Event", "Journal"]
+
+JOURNAL_FORMAT_VERSION = 1
+_FILE = "journal.sqlite"
+EVENT_KINDS = ("ask", "tell", "fail", "release")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One journal row."""
+
+    seq: int  # position in the journal, from 1
+    kind: str  # one of EVENT_KINDS
+    run: int  # the run (trial id)
+    step: int  # the step asked / told
+    value: float | None  # the told value (tell only)
+    config: dict[str, Any] | None  # the configuration (ask only)
+    candidate: int | None  # row of the candidate table (ask only, when there is one)
+    time: float  # wall-clock (Unix seconds) when written
+
+
+class Journal:
+    """The journal in ``state_dir/journal.sqlite``; created on first use.
+
+    Args:
+        state_dir: the folder (created if missing).
+        settings: what must be equal for a resumed run (space, max_steps, ...), JSON-serialisable.
+            Stored on creation; on reopening, a difference raises ValueError.
+    """
+
+    def __init__(self, state_dir: str | Path, settings: dict[str, Any]) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / _FILE
+        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction():
+            self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "kind TEXT NOT NULL, run INTEGER NOT NULL, step INTEGER NOT NULL, value TEXT, "
+                "config TEXT, candidate INTEGER, time REAL NOT NULL)"
+            )
+            stored = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            wanted = json.dumps(settings, sort_keys=True)
+            if not stored:
+                self._conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("format_version", str(JOURNAL_FORMAT_VERSION)), ("settings", wanted)],
+                )
+            elif stored.get("format_version") != str(JOURNAL_FORMAT_VERSION):
+                raise ValueError(
+                    f"{self.path} has journal format {stored.get('format_version')}; this version "
+                    f"reads format {JOURNAL_FORMAT_VERSION}"
+                )
+            elif stored["settings"] != wanted:
+                old, new = json.loads(stored["settings"]), settings
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise ValueError(
+                    f"{self.path} belongs to an optimiser with other settings (differing: "
+                    f"{', '.join(diff)}); use another state_dir or the same settings"
+                )
+
+    def _transaction(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    def append(
+        self,
+        kind: str,
+        *,
+        run: int,
+        step: int,
+        value: float | None = None,
+        config: dict[str, Any] | None = None,
+        candidate: int | None = None,
+    ) -> None:
+        """Append one event durably (returns after the commit reached the disk)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO events (kind, run, step, value, config, candidate, time) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    int(run),
+                    int(step),
+                    None if value is None else repr(float(value)),
+                    None if config is None else json.dumps(config),
+                    None if candidate is None else int(candidate),
+                    time.time(),
+                ),
+            )
+
+    def events(self) -> Iterator[Event]:
+        """All events in order."""
+        rows = self._conn.execute(
+            "SELECT seq, kind, run, step, value, config, candidate, time FROM events ORDER BY seq"
+        ).fetchall()
+        for seq, kind, run, step, value, config, candidate, when in rows:
+            yield Event(
+                seq=seq,
+                kind=kind,
+                run=run,
+                step=step,
+                value=None if value is None else float(value),
+                config=None if config is None else json.loads(config),
+                candidate=candidate,
+                time=when,
+            )
+
+    def close(self) -> None:
+        """Close the connection (the journal stays on disk)."""
+        self._conn.close()

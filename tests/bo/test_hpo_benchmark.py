@@ -1,0 +1,306 @@
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from bo import hpo_benchmark as hb
+from bo.cli import main
+from bo.hpo_benchmark import (
+    OPTIMIZERS,
+    BudgetExhausted,
+    OptunaPrunerOptimizer,
+    RandomSearch,
+    RegretScale,
+    TableObjective,
+    TabularOptimizer,
+    evaluate_hpo,
+    rank_optimizers,
+    simulate,
+)
+from pfn.curve_table import CurveTable, read_curve_tables
+
+nan = np.nan
+
+
+def hand_table(curves, *, higher_is_better=True, lower=0.0, upper=1.0) -> CurveTable:
+    curves = np.asarray(curves, dtype=np.float64)
+    c, t = curves.shape
+    return CurveTable(
+        name="hand",
+        curves=curves,
+        steps=np.arange(1.0, t + 1),
+        configs=np.linspace(0, 1, c)[:, None],
+        raw_configs=np.arange(c, dtype=np.float64)[:, None],
+        hp_names=("x",),
+        metric="metric",
+        higher_is_better=higher_is_better,
+        lower_bound=lower,
+        upper_bound=upper,
+        x_axis="step",
+    )
+
+
+class FirstRow(TabularOptimizer):
+    """Trains row 0 to its end, then stops."""
+
+    name = "row0"
+
+    def run(self, objective, *, seed):
+        objective.start(0)
+        while not objective.finished(0) and not objective.exhausted:
+            objective.advance(0)
+
+
+class Scripted(TabularOptimizer):
+    """Plays a fixed list of ("start" | "advance", row) moves."""
+
+    name = "scripted"
+
+    def __init__(self, moves):
+        self.moves = moves
+
+    def run(self, objective, *, seed):
+        for op, row in self.moves:
+            getattr(objective, op)(row)
+
+
+@pytest.fixture(scope="module")
+def loss_task(curve_file) -> CurveTable:
+    return read_curve_tables(curve_file, ["loss_task"])[0]
+
+
+def test_objective_charges_every_step_and_resumes_without_repaying():
+    tab = hand_table([[0.1, 0.2, 0.3], [0.5, nan, 0.6], [0.4, nan, nan]])
+    obj = TableObjective(tab, budget=8)
+    assert not hasattr(obj, "curves")
+    with pytest.raises(ValueError, match="not started"):
+        obj.advance(0)
+    assert obj.spent == 0
+    assert obj.start(0) == 0.1 and obj.advance(0) == 0.2 and obj.spent == 2
+    np.testing.assert_array_equal(obj.observed(0), [0.1, 0.2])
+    assert obj.start(1) == 0.5
+    assert obj.advance(0) == 0.3  # resumes at step 3, steps 1-2 not paid again
+    assert obj.spent == 4 and obj.finished(0)
+    with pytest.raises(ValueError, match="finished"):
+        obj.advance(0)
+    assert np.isnan(obj.advance(1)) and not obj.finished(1)  # a gap; row 1 goes on
+    assert obj.start(0) == 0.1 and obj.progress(0) == 1  # a fresh start pays step 1 again
+    assert obj.start(2) == 0.4 and np.isnan(obj.advance(2))
+    assert obj.finished(2)  # nothing recorded after step 2: the run crashed
+    assert obj.exhausted
+    with pytest.raises(BudgetExhausted):
+        obj.start(1)
+    with pytest.raises(BudgetExhausted):
+        obj.advance(1)
+    traj = obj.trajectory()
+    np.testing.assert_array_equal(traj.rows, [0, 0, 1, 0, 1, 0, 2, 2])
+    np.testing.assert_array_equal(traj.steps, [1, 2, 1, 3, 2, 1, 1, 2])
+    np.testing.assert_allclose(traj.incumbent, [0.1, 0.2, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    assert (traj.spent, traj.n_starts, traj.n_restarts, traj.n_resumes) == (8, 4, 1, 2)
+    assert traj.n_configs == 3
+
+
+def test_incumbent_of_a_loss_ignores_nan_and_inf_and_keeps_the_smallest():
+    tab = hand_table(
+        [[nan, 0.9, 0.4], [0.7, 0.8, nan], [-np.inf, 1.0, 1.0]], higher_is_better=False, upper=None
+    )
+    moves = [("start", 0), ("advance", 0), ("start", 1), ("advance", 1), ("start", 2)]
+    traj = simulate(Scripted(moves + [("advance", 0)]), tab, budget=7, seed=0)
+    np.testing.assert_allclose(traj.incumbent, [nan, 0.9, 0.7, 0.7, 0.7, 0.4, 0.4])
+    assert traj.spent == 6 and traj.rows[-1] == -1
+
+
+def test_an_optimizer_overspending_is_stopped_at_the_budget(loss_task):
+    class Greedy(TabularOptimizer):
+        name = "greedy"
+
+        def run(self, objective, *, seed):
+            for row in range(objective.n_rows):
+                objective.start(row)
+
+    traj = simulate(Greedy(), loss_task, budget=7, seed=0)
+    assert traj.spent == 7 and traj.n_starts == 7
+
+
+@pytest.mark.parametrize("name", ["random", "hyperband", "asha"])
+def test_baselines_pay_for_every_value_and_spend_the_budget(name, loss_task):
+    if name != "random":
+        pytest.importorskip("optuna")
+    budget = 150  # < 30 rows x 11 steps
+    traj = simulate(OPTIMIZERS[name](), loss_task, budget=budget, seed=1)
+    assert traj.spent == budget and traj.incumbent.shape == (budget,)
+    last_step = {}
+    for row, step in zip(traj.rows, traj.steps, strict=True):
+        assert step == 1 or last_step.get(row) == step - 1  # step s only after steps 1..s-1
+        last_step[row] = step
+    values = loss_task.curves[traj.rows, traj.steps - 1]
+    expected = np.fmin.accumulate(np.where(np.isfinite(values), values, np.inf))
+    expected[np.isinf(expected)] = nan
+    np.testing.assert_allclose(traj.incumbent, expected)
+    assert (np.diff(traj.incumbent[~np.isnan(traj.incumbent)]) <= 0).all()
+
+
+def test_random_search_is_seeded_and_trains_rows_to_the_end(loss_task):
+    a = simulate(RandomSearch(), loss_task, budget=200, seed=3)
+    b = simulate(RandomSearch(), loss_task, budget=200, seed=3)
+    c = simulate(RandomSearch(), loss_task, budget=200, seed=4)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    np.testing.assert_array_equal(a.incumbent, b.incumbent)
+    assert not np.array_equal(a.rows, c.rows)
+    assert a.n_resumes == a.n_restarts == 0 and a.n_configs == a.n_starts
+    paid = {4: 8, 5: 1}  # row 4 crashes at step 8 (NaN, nothing after), row 5 at step 1
+    for row in np.unique(a.rows):
+        if row != a.rows[-1]:  # the last row may be cut by the budget
+            assert (a.rows == row).sum() == paid.get(row, loss_task.n_steps)
+
+
+def test_random_search_stops_when_every_row_is_finished():
+    tab = hand_table([[0.1, 0.2], [0.3, nan], [0.2, 0.4]])
+    traj = simulate(RandomSearch(), tab, budget=10, seed=0)
+    assert traj.spent == 6 and traj.n_configs == 3 and traj.incumbent[-1] == 0.4  # 3 x 2 steps
+
+
+@pytest.mark.parametrize("name", ["hyperband", "asha"])
+def test_pruners_start_more_configs_than_random_search(name, loss_task):
+    pytest.importorskip("optuna")
+    rand = simulate(RandomSearch(), loss_task, budget=150, seed=2)
+    traj = simulate(OPTIMIZERS[name](), loss_task, budget=150, seed=2)
+    assert traj.spent == 150 and traj.n_starts > rand.n_starts
+    assert traj.n_resumes == 0  # Optuna never resumes a trial
+    again = simulate(OPTIMIZERS[name](), loss_task, budget=150, seed=2)
+    np.testing.assert_array_equal(traj.rows, again.rows)
+    # common random numbers: the same rows, in the same order, as random search
+    starts = traj.rows[traj.steps == 1]
+    np.testing.assert_array_equal(starts[: rand.n_starts], rand.rows[rand.steps == 1])
+
+
+@pytest.mark.parametrize("name", ["hyperband", "asha"])
+def test_pruners_stop_runs_at_the_rungs(name, loss_task):
+    pytest.importorskip("optuna")
+    traj = simulate(OPTIMIZERS[name](), loss_task, budget=300, seed=0)
+    starts = np.flatnonzero(traj.steps == 1)
+    lengths = np.diff(np.r_[starts, traj.spent])[:-1]  # the last run may be cut by the budget
+    crashed = {1, 8}  # rows 5 and 4 end there (NaN)
+    # min_resource 1, reduction factor 3, T = 11: rungs at steps 1, 3, 9
+    assert set(lengths) - crashed <= {1, 3, 9, 11}
+    assert {1, 3, 9} <= set(lengths) and 11 in lengths
+
+
+def test_pruners_need_optuna(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(ImportError, match=r"pip install curvepfn\[hpo\]"):
+        OptunaPrunerOptimizer("asha")
+
+
+def test_regret_by_hand_for_an_accuracy():
+    tab = hand_table([[0.2, 0.5, 0.6], [0.1, 0.3, 0.9], [0.4, 0.8, nan]])
+    scale = RegretScale.fit(tab)
+    # bounds [0, 1]: scores are the values; best 0.9, worst *final* 0.6 (row 2's NaN skipped)
+    assert scale.best == pytest.approx(0.9) and scale.worst == pytest.approx(0.6)
+    moves = [("start", 2), ("advance", 2), ("start", 0), ("advance", 0), ("advance", 0)]
+    moves += [("start", 1), ("advance", 1), ("advance", 1)]
+    traj = simulate(Scripted(moves), tab, budget=9, seed=0)
+    np.testing.assert_allclose(
+        scale.regret(traj.incumbent), [1, 1 / 3, 1 / 3, 1 / 3, 1 / 3, 1 / 3, 1 / 3, 0, 0]
+    )
+    assert scale.regret(np.array([nan]))[0] == 1.0
+
+
+def test_regret_by_hand_for_a_loss():
+    tab = hand_table([[1.0, 0.5], [1.5, 1.8]], higher_is_better=False, lower=0.0, upper=2.0)
+    scale = RegretScale.fit(tab)  # score = (2 - loss) / 2: best 0.75, worst final 0.1
+    assert (scale.best, scale.worst) == pytest.approx((0.75, 0.1))
+    np.testing.assert_allclose(
+        scale.regret(np.array([nan, 1.8, 1.0, 0.5, 1.9])), [1, 1, 0.25 / 0.65, 0, 1]
+    )
+
+
+def test_regret_is_robust_to_diverged_losses(loss_task):
+    scale = RegretScale.fit(loss_task)  # row 3 ends at 1e30
+    assert 0 < scale.worst < 0.05 < scale.best
+    finals = loss_task.curves[:, -1]
+    reg = scale.regret(finals)
+    assert reg[3] == 1.0 and np.isnan(finals[4]) and reg[4] == 1.0
+    good = np.isfinite(finals) & (finals < 1)
+    assert 0 < np.median(reg[good]) < 0.9  # 1e30 does not squeeze the others to 0
+
+
+def test_rank_with_ties_by_hand():
+    scores = np.array(
+        [
+            [nan, 0.5, 0.5, 0.9],
+            [nan, nan, 0.5, 0.2],
+            [0.1, 0.3, 0.7, 0.2],
+        ]
+    )
+    np.testing.assert_allclose(
+        rank_optimizers(scores),
+        [[2.5, 1, 2.5, 1], [2.5, 3, 2.5, 2.5], [1, 2, 1, 2.5]],
+    )
+
+
+def test_evaluate_hpo_takes_registered_and_given_optimizers(curve_file, monkeypatch):
+    monkeypatch.setitem(OPTIMIZERS, "row0", FirstRow)
+    result = evaluate_hpo(
+        curve_file, optimizers=["random", "row0"], seeds=2, budget=40, progress=False
+    )
+    assert result.optimizers == ("random", "row0") and len(result.tables) == 2
+    assert result.regret.shape == result.rank.shape == (2, 4, 40)
+    assert ((result.regret >= 0) & (result.regret <= 1)).all()
+    assert (np.diff(result.regret, axis=2) <= 1e-12).all()
+    np.testing.assert_allclose(result.rank.sum(axis=0), 3.0)  # two optimizers: ranks 1 + 2
+    assert result.report_budgets == (40,)
+    s = result.summary_for("random", 40)
+    assert s.regret == pytest.approx(result.regret[0, :, -1].mean()) and s.n_runs == 4
+    # row 0 of acc_task stops after 4 steps (the 5th is paid and NaN); loss_task's has 11
+    assert len(result.runs) == 8
+    assert {r.spent for r in result.runs if r.optimizer == "row0"} == {5, 11}
+    again = evaluate_hpo(
+        curve_file, optimizers=[FirstRow(), RandomSearch()], seeds=2, budget=40, progress=False
+    )
+    np.testing.assert_array_equal(again.regret[::-1], result.regret)  # seeded, any order
+    with pytest.raises(ValueError, match="random, hyperband, asha"):
+        evaluate_hpo(curve_file, optimizers=["nope"], seeds=1, budget=5, progress=False)
+
+
+def test_cli_writes_the_report(curve_file, tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "hpo"
+    args = ["evaluate", "hpo", "--data", str(curve_file), "--seeds", "2", "--budget", "120"]
+    args += ["--optimizers", "random,hyperband,asha"]
+    assert main(args + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| hyperband |" in printed and "regret @100" in printed and "**" in printed
+    assert "wrote" in printed
+    for name in ("results.json", "results.md", "regret.png", "rank.png"):
+        assert (out / name).stat().st_size > 100
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["optimizers"] == ["random", "hyperband", "asha"]
+    assert {s["budget"] for s in payload["summary"]} == {100, 120}
+    assert len(payload["mean_regret"]["asha"]) == 120
+
+
+def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):
+    args = ["evaluate", "hpo", "--data", str(curve_file), "--optimizers", "random,bogus"]
+    assert main(args + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'bogus'" in err and "hyperband" in err
+    assert hb.REPORT_BUDGETS == (100, 300, 1000)
+
+
+def test_freeze_thaw_adapter_spends_the_budget_honestly(curve_file, tiny_checkpoint_path):
+    from bo.hpo_benchmark import FreezeThawOptimizer, simulate
+
+    table = read_curve_tables(curve_file, ["loss_task"])[0]
+    opt = FreezeThawOptimizer(checkpoint=str(tiny_checkpoint_path))
+    traj = simulate(opt, table, budget=60, seed=0)
+    assert traj.spent == 60 and traj.n_restarts == 0  # freeze-thaw resumes, never restarts
+    # the incumbent is the running best of what was paid for
+    paid = table.curves[traj.rows, traj.steps - 1]
+    finite = np.where(np.isfinite(paid), paid, np.inf)
+    np.testing.assert_allclose(traj.incumbent, np.minimum.accumulate(finite))
+    whole = simulate(opt, table, budget=400, seed=0)  # more than the table holds
+    # every row trained to its end: 30 x 11 steps, less the 3 after row 4 stopped (it crashed at
+    # step 8) and the 10 after row 5's failed first step
+    assert whole.spent == 30 * 11 - 3 - 10 and whole.n_configs == 30
