@@ -280,6 +280,10 @@ class FreezeThaw:
         self._log("release", run=run.id, step=trial.step)
         self._apply_release(run)
 
+    def configs(self) -> dict[int, dict[str, Any]]:
+        """Every run's configuration, by run id."""
+        return {r.id: dict(r.config) for r in self._runs}
+
     def best(self) -> Incumbent | None:
         """The best finite value told so far, at any step (None before the first)."""
         best: Incumbent | None = None

@@ -1,0 +1,257 @@
+"""``bo.optimize``: run a whole freeze-thaw search over a user's training function.
+
+The user writes one function::
+
+    def objective(config, step_from, step_to, checkpoint_dir) -> list[float]:
+        # restore the run's state from checkpoint_dir if step_from > 0 (thaw),
+        # train from step_from to step_to, save the state to checkpoint_dir (freeze),
+        # return the metric after each step step_from + 1 .. step_to
+
+and :func:`optimize` calls it with the trials of a :class:`~bo.freeze_thaw.FreezeThaw` (one step
+at a time) until ``budget`` steps are spent. ``checkpoint_dir`` is a folder per run
+(``workdir/runs/<id>``) that only the user's code reads and writes.
+
+Failures: an exception raised by ``objective`` or a NaN it returns marks the run failed (it is
+never resumed, and never the incumbent); the search goes on. With ``state_dir`` the search is
+crash-safe: run ``optimize`` again with the same arguments and it continues where it stopped,
+first re-running the trials that were in flight (from their last checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Incumbent, NothingToAsk, Record, Trial
+from bo.space import Space
+from pfn.surrogate import Surrogate
+
+__all__ = ["OptimizeResult", "RunSummary", "optimize"]
+
+Objective = Callable[[Mapping[str, Any], int, int, Path], "float | Sequence[float]"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run of the search."""
+
+    id: int
+    config: Mapping[str, Any]
+    steps: int  # steps trained
+    last: float | None  # value at the last step (None: failed there)
+    best: float | None  # best finite value of the run
+    failed: bool
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """What :func:`optimize` found."""
+
+    best: Incumbent | None  # the incumbent (best finite value at any step)
+    runs: tuple[RunSummary, ...]  # every run, by id
+    history: tuple[Record, ...]  # every told step, in order
+    steps_spent: int
+    minimize: bool
+    plot: Path | None  # the PNG written, if any
+
+    def table(self, *, top: int = 10) -> str:
+        """The ``top`` runs by best value as a markdown table."""
+        finite = [r for r in self.runs if r.best is not None]
+        sign = 1.0 if self.minimize else -1.0
+        order = sorted(finite, key=lambda r: sign * r.best)[:top]  # type: ignore[operator]
+        lines = ["| run | steps | best | last | config |", "|---|---|---|---|---|"]
+        for r in order:
+            last = "failed" if r.failed else f"{r.last:.6g}"
+            lines.append(f"| {r.id} | {r.steps} | {r.best:.6g} | {last} | {dict(r.config)} |")
+        return "\n".join(lines) + "\n"
+
+
+def optimize(
+    objective: Objective,
+    space: Space,
+    *,
+    max_steps: int,
+    budget: int,
+    minimize: bool = False,
+    lower_bound: float | None = None,
+    upper_bound: float | None = None,
+    surrogate: Surrogate | None = None,
+    acquisition: str = "mfpi-random",
+    seed: int = 0,
+    workdir: str | Path = "freeze_thaw_runs",
+    state_dir: str | Path | None = None,
+    config: FreezeThawConfig = FreezeThawConfig(),
+    progress: bool = True,
+    plot: bool = True,
+) -> OptimizeResult:
+    """Spend ``budget`` training steps on the most promising runs (see the module docstring).
+
+    Args:
+        objective: ``objective(config, step_from, step_to, checkpoint_dir)`` returning the metric
+            after each step from ``step_from + 1`` to ``step_to`` (a float is taken as the value at
+            ``step_to``).
+        space: the search space.
+        max_steps: the longest a run is trained.
+        budget: total training steps to spend (summed over runs).
+        minimize: True for losses.
+        lower_bound, upper_bound: known bounds of the metric.
+        surrogate: the PFN (None: the shipped one).
+        acquisition: see :data:`bo.acquisition.ACQUISITIONS`.
+        seed: seeds the search.
+        workdir: where run folders (``runs/<id>``) and the plot go.
+        state_dir: journal folder for crash-safe resumption (None: in memory only).
+        config: the candidate pool's settings.
+        progress: show a progress bar with the current trial and the incumbent.
+        plot: write ``workdir/freeze_thaw.png`` (incumbent vs steps, and every learning curve).
+
+    Returns:
+        The incumbent, per-run summaries and the history.
+
+    Raises:
+        ValueError: bad arguments (see :class:`~bo.freeze_thaw.FreezeThaw`), or ``budget < 1``.
+    """
+    from tqdm import tqdm
+
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    work = Path(workdir)
+    ft = FreezeThaw(
+        space,
+        max_steps=max_steps,
+        minimize=minimize,
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+        budget=budget,
+        surrogate=surrogate,
+        acquisition=acquisition,
+        seed=seed,
+        state_dir=state_dir,
+        config=config,
+    )
+    bar = tqdm(total=budget, initial=min(ft.steps_spent, budget), unit="step",
+               desc="freeze-thaw", disable=not progress)  # fmt: skip
+    try:
+        in_flight = list(ft.pending)  # left by a crashed earlier call: run them again
+        while ft.steps_spent < budget:
+            if in_flight:
+                trial = in_flight.pop(0)
+            else:
+                try:
+                    trial = ft.ask()
+                except NothingToAsk:
+                    break
+            _run_trial(ft, objective, trial, work)
+            bar.update(1)
+            best = ft.best()
+            bar.set_postfix(
+                run=trial.id,
+                step=trial.step,
+                new="yes" if trial.resume_from == 0 else "thaw",
+                best="-" if best is None else f"{best.value:.4g}",
+            )
+    finally:
+        bar.close()
+        ft.close()
+    runs = _summaries(ft)
+    result = OptimizeResult(
+        best=ft.best(),
+        runs=runs,
+        history=ft.history,
+        steps_spent=ft.steps_spent,
+        minimize=minimize,
+        plot=None,
+    )
+    if plot:
+        work.mkdir(parents=True, exist_ok=True)
+        result = replace(result, plot=_plot(result, work / "freeze_thaw.png"))
+    return result
+
+
+def _run_trial(ft: FreezeThaw, objective: Objective, trial: Trial, work: Path) -> None:
+    ckpt = work / "runs" / str(trial.id)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    try:
+        out = objective(dict(trial.config), trial.resume_from, trial.step, ckpt)
+    except Exception:  # the user's training crashed: this run fails, the search goes on
+        warnings.warn(
+            f"run {trial.id} failed at step {trial.step}:\n{traceback.format_exc()}",
+            stacklevel=2,
+        )
+        ft.tell_failure(trial)
+        return
+    values = [out] if isinstance(out, (int, float)) else list(out)
+    expected = trial.step - trial.resume_from
+    if len(values) != expected:
+        raise ValueError(
+            f"objective returned {len(values)} value(s) for steps {trial.resume_from + 1}.."
+            f"{trial.step}; expected {expected}"
+        )
+    value = float(values[-1])
+    if math.isnan(value):
+        ft.tell_failure(trial)
+    else:
+        ft.tell(trial, value)
+
+
+def _summaries(ft: FreezeThaw) -> tuple[RunSummary, ...]:
+    by_run: dict[int, list[Record]] = {}
+    for rec in ft.history:
+        by_run.setdefault(rec.trial, []).append(rec)
+    configs = ft.configs()
+    out = []
+    for run_id, recs in sorted(by_run.items()):
+        finite = [r.value for r in recs if r.value is not None and math.isfinite(r.value)]
+        best = (min(finite) if ft.minimize else max(finite)) if finite else None
+        out.append(
+            RunSummary(
+                id=run_id,
+                config=configs[run_id],
+                steps=recs[-1].step,
+                last=recs[-1].value,
+                best=best,
+                failed=recs[-1].failed,
+            )
+        )
+    return tuple(out)
+
+
+def _plot(result: OptimizeResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax_inc, ax_curves) = plt.subplots(1, 2, figsize=(12, 4.5))
+    values = [r.value if r.value is not None else np.nan for r in result.history]
+    finite = np.array([v if v is not None and math.isfinite(v) else np.nan for v in values])
+    acc = np.fmin.accumulate(finite) if result.minimize else np.fmax.accumulate(finite)
+    ax_inc.plot(np.arange(1, len(acc) + 1), acc, color="C3")
+    ax_inc.set_xlabel("training steps spent")
+    ax_inc.set_ylabel("incumbent (best value so far)")
+    ax_inc.set_title("incumbent vs budget")
+    ax_inc.grid(alpha=0.3)
+    by_run: dict[int, list[Record]] = {}
+    for rec in result.history:
+        by_run.setdefault(rec.trial, []).append(rec)
+    best_id = result.best.trial if result.best is not None else None
+    for run_id, recs in by_run.items():
+        steps = [r.step for r in recs]
+        ys = [r.value if r.value is not None and math.isfinite(r.value) else np.nan for r in recs]
+        is_best = run_id == best_id
+        ax_curves.plot(steps, ys, color="C3" if is_best else "0.5", lw=2 if is_best else 0.8,
+                       alpha=1.0 if is_best else 0.6, marker="." if len(steps) < 4 else None,
+                       zorder=3 if is_best else 1)  # fmt: skip
+    ax_curves.set_xlabel("step")
+    ax_curves.set_ylabel("metric")
+    ax_curves.set_title(f"all {len(by_run)} runs (incumbent's run in red)")
+    ax_curves.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

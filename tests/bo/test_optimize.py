@@ -1,0 +1,104 @@
+"""``bo.optimize`` end to end on a real (tiny) torch training loop with checkpoint resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from bo.freeze_thaw import FreezeThawConfig
+from bo.optimize import optimize
+from bo.space import Float, Space
+from pfn.surrogate import Surrogate
+
+SPACE = Space({"lr": Float(1e-3, 1.0, log=True)})
+
+
+def make_objective(calls: list):
+    """Linear regression trained by SGD, one epoch per step, state saved in checkpoint_dir."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=gen)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(256, generator=gen)
+
+    def objective(config, step_from: int, step_to: int, checkpoint_dir: Path) -> list[float]:
+        model = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+        state_file = checkpoint_dir / "state.pt"
+        if step_from > 0:  # thaw: the run must find exactly its own frozen state
+            state = torch.load(state_file, weights_only=True)
+            assert state["epoch"] == step_from
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+        else:
+            assert not state_file.exists()
+            torch.manual_seed(0)
+            model.reset_parameters()
+        values = []
+        for epoch in range(step_from, step_to):
+            for i in range(0, 256, 64):
+                opt.zero_grad()
+                loss = ((model(x[i : i + 64]).squeeze(1) - y[i : i + 64]) ** 2).mean()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                values.append(float(((model(x).squeeze(1) - y) ** 2).mean()))
+        state = {"epoch": step_to, "model": model.state_dict(), "opt": opt.state_dict()}
+        torch.save(state, state_file)
+        calls.append((config["lr"], step_from, step_to))
+        return values
+
+    return objective
+
+
+def test_optimize_trains_resumes_and_reports(tiny_checkpoint_path, tmp_path):
+    calls: list = []
+    result = optimize(
+        make_objective(calls),
+        SPACE,
+        max_steps=6,
+        budget=30,
+        minimize=True,
+        lower_bound=0.0,
+        surrogate=Surrogate.load(tiny_checkpoint_path),
+        workdir=tmp_path / "work",
+        state_dir=tmp_path / "state",
+        config=FreezeThawConfig(n_candidates=32),
+        progress=False,
+    )
+    assert result.steps_spent == 30 == len(calls)
+    assert any(step_from > 0 for _, step_from, _ in calls)  # some runs were thawed
+    assert all(step_to == step_from + 1 for _, step_from, step_to in calls)
+    finite = [r.value for r in result.history if r.value is not None and math.isfinite(r.value)]
+    assert result.best.value == min(finite)
+    assert sum(r.steps for r in result.runs) == 30
+    assert result.plot is not None and result.plot.stat().st_size > 1000
+    assert "| run | steps |" in result.table()
+    # the same call again resumes from the journal: nothing new to spend
+    again = optimize(make_objective(calls), SPACE, max_steps=6, budget=30, minimize=True,
+                     lower_bound=0.0, surrogate=Surrogate.load(tiny_checkpoint_path),
+                     workdir=tmp_path / "work", state_dir=tmp_path / "state",
+                     config=FreezeThawConfig(n_candidates=32), progress=False, plot=False)  # fmt: skip
+    assert again.history == result.history and len(calls) == 30
+
+
+def test_a_crashing_objective_fails_its_run_only(tiny_checkpoint_path, tmp_path):
+    calls: list = []
+
+    def objective(config, step_from, step_to, checkpoint_dir):
+        calls.append((config["lr"], step_to))
+        if len(calls) % 4 == 0:
+            raise RuntimeError("diverged")
+        return [config["lr"]] * (step_to - step_from)
+
+    with pytest.warns(UserWarning, match="failed at step"):
+        result = optimize(objective, SPACE, max_steps=3, budget=40, seed=2,
+                          surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path,
+                          config=FreezeThawConfig(n_candidates=16), progress=False, plot=False)  # fmt: skip
+    assert result.steps_spent == 40
+    failed = [r for r in result.runs if r.failed]
+    assert len(failed) == 10  # every 4th call
+    for run in failed:  # never resumed after its failure, never the incumbent
+        assert max(step for lr, step in calls if lr == run.config["lr"]) == run.steps
+        assert result.best.trial != run.id or run.best is not None
