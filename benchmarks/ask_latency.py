@@ -40,9 +40,8 @@ MAX_STEPS = 50
 def build(state_dir: str, n_obs: int, n_runs: int, n_candidates: int) -> FreezeThaw:
     """A FreezeThaw whose journal holds ``n_obs`` told steps over ``n_runs`` runs."""
     rng = np.random.default_rng(0)
-    settings_probe = FreezeThaw(
-        SPACE, max_steps=MAX_STEPS, minimize=True, config=FreezeThawConfig(n_candidates=n_candidates)
-    )
+    pool = FreezeThawConfig(n_candidates=n_candidates)
+    settings_probe = FreezeThaw(SPACE, max_steps=MAX_STEPS, minimize=True, config=pool)
     journal = Journal(state_dir, settings_probe._settings())
     # run lengths: a few long runs, many short ones (Dirichlet shares), capped at MAX_STEPS
     shares = rng.dirichlet(np.full(n_runs, 0.5))

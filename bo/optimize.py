@@ -85,7 +85,7 @@ def optimize(
     seed: int = 0,
     workdir: str | Path = "freeze_thaw_runs",
     state_dir: str | Path | None = None,
-    config: FreezeThawConfig = FreezeThawConfig(),
+    config: FreezeThawConfig | None = None,
     progress: bool = True,
     plot: bool = True,
 ) -> OptimizeResult:
@@ -105,7 +105,7 @@ def optimize(
         seed: seeds the search.
         workdir: where run folders (``runs/<id>``) and the plot go.
         state_dir: journal folder for crash-safe resumption (None: in memory only).
-        config: the candidate pool's settings.
+        config: the candidate pool's settings (None: the defaults).
         progress: show a progress bar with the current trial and the incumbent.
         plot: write ``workdir/freeze_thaw.png`` (incumbent vs steps, and every learning curve).
 
@@ -131,7 +131,7 @@ def optimize(
         acquisition=acquisition,
         seed=seed,
         state_dir=state_dir,
-        config=config,
+        config=config or FreezeThawConfig(),
     )
     bar = tqdm(total=budget, initial=min(ft.steps_spent, budget), unit="step",
                desc="freeze-thaw", disable=not progress)  # fmt: skip

@@ -36,7 +36,7 @@ def make_objective(calls: list):
             torch.manual_seed(0)
             model.reset_parameters()
         values = []
-        for epoch in range(step_from, step_to):
+        for _ in range(step_from, step_to):
             for i in range(0, 256, 64):
                 opt.zero_grad()
                 loss = ((model(x[i : i + 64]).squeeze(1) - y[i : i + 64]) ** 2).mean()
@@ -76,10 +76,20 @@ def test_optimize_trains_resumes_and_reports(tiny_checkpoint_path, tmp_path):
     assert result.plot is not None and result.plot.stat().st_size > 1000
     assert "| run | steps |" in result.table()
     # the same call again resumes from the journal: nothing new to spend
-    again = optimize(make_objective(calls), SPACE, max_steps=6, budget=30, minimize=True,
-                     lower_bound=0.0, surrogate=Surrogate.load(tiny_checkpoint_path),
-                     workdir=tmp_path / "work", state_dir=tmp_path / "state",
-                     config=FreezeThawConfig(n_candidates=32), progress=False, plot=False)  # fmt: skip
+    again = optimize(
+        make_objective(calls),
+        SPACE,
+        max_steps=6,
+        budget=30,
+        minimize=True,
+        lower_bound=0.0,
+        surrogate=Surrogate.load(tiny_checkpoint_path),
+        workdir=tmp_path / "work",
+        state_dir=tmp_path / "state",
+        config=FreezeThawConfig(n_candidates=32),
+        progress=False,
+        plot=False,
+    )
     assert again.history == result.history and len(calls) == 30
 
 
@@ -93,9 +103,18 @@ def test_a_crashing_objective_fails_its_run_only(tiny_checkpoint_path, tmp_path)
         return [config["lr"]] * (step_to - step_from)
 
     with pytest.warns(UserWarning, match="failed at step"):
-        result = optimize(objective, SPACE, max_steps=3, budget=40, seed=2,
-                          surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path,
-                          config=FreezeThawConfig(n_candidates=16), progress=False, plot=False)  # fmt: skip
+        result = optimize(
+            objective,
+            SPACE,
+            max_steps=3,
+            budget=40,
+            seed=2,
+            surrogate=Surrogate.load(tiny_checkpoint_path),
+            workdir=tmp_path,
+            config=FreezeThawConfig(n_candidates=16),
+            progress=False,
+            plot=False,
+        )
     assert result.steps_spent == 40
     failed = [r for r in result.runs if r.failed]
     assert len(failed) == 10  # every 4th call
