@@ -14,8 +14,9 @@ candidate table) are scored in **one forward pass** of the PFN surrogate by an a
 :mod:`bo.acquisition` (MFPI-random by default), and the best is advanced by one step.
 
 Units: values are told in the metric's own units (``minimize=True`` for losses). Before each
-decision all finite values are mapped to scores in [0, 1] by a :class:`~pfn.scaling.MetricScaler`
-(robust to diverged values such as a loss of 1e34). Non-finite values:
+decision all values are mapped to scores in [0, 1] by a :class:`~pfn.scaling.MetricScaler` fitted
+to each run's best value (:meth:`~pfn.scaling.MetricScaler.fit_runs`: robust to diverged values
+such as a loss of 1e34, and to diverged runs with many points). Non-finite values:
 
 * ``tell(trial, nan)`` is an error: use ``tell_failure`` (a NaN is more often a bug in the
   caller's code than a result);
@@ -303,9 +304,9 @@ class FreezeThaw:
     # ---- decisions -----------------------------------------------------------------------------
 
     def _scaler(self) -> MetricScaler:
-        values = [v for r in self._runs for v in r.values]
-        return MetricScaler.fit(
-            values if any(math.isfinite(v) for v in values) else [0.0],
+        runs = [r.values for r in self._runs if any(math.isfinite(v) for v in r.values)]
+        return MetricScaler.fit_runs(
+            runs or [[0.0]],
             higher_is_better=not self.minimize,
             lower_bound=self.lower_bound,
             upper_bound=self.upper_bound,

@@ -11,8 +11,9 @@ observed for a prefix of its curve, and the question "where does every one of th
 2. The targets are the final values (``t = 1``) of every curve in the context whose final value was
    recorded (not NaN). A curve whose final value is missing stays in the context: its prefix still
    informs the others.
-3. Scores: a :class:`~pfn.scaling.MetricScaler` is fitted to the context's raw values (what a user
-   would have at that moment; the targets are never looked at), and maps context and targets alike.
+3. Scores: a :class:`~pfn.scaling.MetricScaler` is fitted to the best raw value of each context
+   curve (:meth:`~pfn.scaling.MetricScaler.fit_runs`: what a user would have at that moment; the
+   targets are never looked at), and maps context and targets alike.
    All metrics of the evaluation are in this score space. Diverged values (inf, 1e34) stay in and
    get low scores; NaN means "not recorded" and is dropped.
 
@@ -130,8 +131,8 @@ def build_eval_task(
     curve_idx = np.concatenate(ctx_curve)
     cols_arr = np.concatenate(ctx_cols)
     raw_ctx = table.curves[rows_arr[curve_idx], cols_arr]
-    scaler = MetricScaler.fit(
-        raw_ctx,
+    scaler = MetricScaler.fit_runs(
+        [raw_ctx[curve_idx == c] for c in range(len(rows))],
         higher_is_better=table.higher_is_better,
         lower_bound=table.lower_bound,
         upper_bound=table.upper_bound,

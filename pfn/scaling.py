@@ -44,6 +44,7 @@ that never has to guess how good a run can get.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +166,38 @@ class MetricScaler:
             worst_is_bound=worst_is_bound,
             best_is_bound=best_is_bound,
             tail=tail,
+        )
+
+    @classmethod
+    def fit_runs(
+        cls,
+        runs: Sequence[ArrayLike],
+        *,
+        higher_is_better: bool,
+        lower_bound: float | None = None,
+        upper_bound: float | None = None,
+        tail: float = 0.1,
+        bounds_as_ends: bool = True,
+    ) -> MetricScaler:
+        """:meth:`fit` to the best finite value of each run (runs without one are skipped).
+
+        Each run counts once, however many points it has: a diverged run observed for 50 steps
+        (say losses from 1e10 down to 1e9) must not move the median and with it the whole range,
+        which fitting to all points would do as soon as such runs hold half the observations.
+        """
+        bests = []
+        for values in runs:
+            v = np.asarray(values, dtype=np.float64).reshape(-1)
+            v = v[np.isfinite(v)]
+            if v.size:
+                bests.append(v.max() if higher_is_better else v.min())
+        return cls.fit(
+            bests,
+            higher_is_better=higher_is_better,
+            lower_bound=lower_bound,
+            upper_bound=upper_bound,
+            tail=tail,
+            bounds_as_ends=bounds_as_ends,
         )
 
     @property

@@ -575,7 +575,7 @@ class Surrogate:
         """Predict every run's metric at ``max_step`` (and optionally at other steps), raw units.
 
         All runs form one task (one forward pass). Their values are mapped to scores with a
-        :class:`~pfn.scaling.MetricScaler` fitted to all finite observed values (diverged points
+        :class:`~pfn.scaling.MetricScaler` fitted to each run's best finite value (diverged points
         score 0), steps become ``t = step / max_step``, and each run is queried as its own curve
         (even when runs share a config, e.g. repeated seeds, or have none).
 
@@ -608,8 +608,8 @@ class Surrogate:
         if any(with_config) and not all(with_config):
             raise ValueError("either every run has a config or none has")
         parsed = [self._parse_run(k, r, max_step) for k, r in zip(keys, items, strict=True)]
-        scaler = MetricScaler.fit(
-            np.concatenate([v for _, v, _ in parsed]),
+        scaler = MetricScaler.fit_runs(
+            [v for _, v, _ in parsed],
             higher_is_better=higher_is_better,
             lower_bound=lower_bound,
             upper_bound=upper_bound,

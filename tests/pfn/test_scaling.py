@@ -139,3 +139,17 @@ def test_bounds_as_ends_false_takes_the_range_from_the_data():
     # quantile 0.53, which is the worst end (score 0.1)
     assert soft.best == pytest.approx(0.9) and soft.to_score(0.9) == pytest.approx(0.9)
     assert soft.worst == pytest.approx(0.53) and soft.to_score(0.53) == pytest.approx(0.1)
+
+
+def test_fit_runs_counts_each_run_once():
+    # three sane runs and two diverged ones with many points each: per point, the diverged
+    # values are the majority and would become the median; per run, they are 2 of 5
+    runs = [[0.9, 0.6, 0.5], [0.8, 0.7], [0.75, 0.65], [1e10] * 50, [5e8] * 50 + [np.nan]]
+    per_point = MetricScaler.fit(np.concatenate(runs), higher_is_better=False, lower_bound=0.0)
+    per_run = MetricScaler.fit_runs(runs, higher_is_better=False, lower_bound=0.0)
+    assert per_point.worst > 1e8  # the diverged runs took over the range
+    # bests: 0.5, 0.65, 0.7, 5e8, 1e10 -> median 0.7, spread 0.2, cap 0.7 + 3 * 0.2 = 1.3
+    assert per_run.worst == pytest.approx(1.3)
+    assert per_run.to_score(0.5) > per_run.to_score(0.7) > 0.5 > per_run.to_score(1e10)
+    with pytest.raises(ValueError, match="finite"):
+        MetricScaler.fit_runs([[np.nan]], higher_is_better=False)
