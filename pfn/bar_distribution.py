@@ -351,8 +351,20 @@ class BarDistribution(nn.Module):
         Returns:
             (...) float32 in [0, 1]; 1 below ``b_0``, 0 above ``b_K``.
         """
+        probs = self.probs(logits)
+        if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
+            # One threshold for all (the acquisition's case): one bucket is cut, the ones above
+            # are summed whole; no (..., K) temporaries beyond the probabilities.
+            t = float(threshold)
+            if t <= float(self.borders[0]):
+                return probs.new_ones(probs.shape[:-1])
+            if t >= float(self.borders[-1]):
+                return probs.new_zeros(probs.shape[:-1])
+            k = int(torch.searchsorted(self.borders, torch.tensor(t), right=True)) - 1
+            cut = (float(self.borders[k + 1]) - t) / float(self.widths[k])
+            return (probs[..., k + 1 :].sum(-1) + probs[..., k] * cut).clamp(0.0, 1.0)
         threshold = self._values(logits, threshold, "threshold")
-        return self._mass_above(self.probs(logits), threshold).clamp(0.0, 1.0)
+        return self._mass_above(probs, threshold).clamp(0.0, 1.0)
 
     def ei(self, logits: Tensor, threshold: float | Tensor) -> Tensor:
         """Expected improvement E[max(Y - threshold, 0)], the exact integral.

@@ -113,20 +113,33 @@ class _SegmentPool(nn.Module):
 
     def forward(self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int) -> Tensor:
         """z (B, C, d) latents; x (B, N, d) tokens; seg (B*N,) flat curve index per token, with
-        ``n_seg - 1`` (= B*C) for padding tokens. Returns the updated z (B, C, d)."""
+        ``n_seg - 1`` (= B*C) for padding tokens. Returns the updated z (B, C, d).
+
+        Only the A curves that have tokens are projected: a curve without tokens pools nothing
+        and just gets the output bias (thousands of candidate configurations cost no more).
+        """
         b, c, d = z.shape
-        q = self.q(self.norm_z(z)).reshape(b * c, self.h, self.e)  # (B*C, H, E)
+        z_flat = z.reshape(b * c, d)
+        active = torch.zeros(n_seg, dtype=torch.bool, device=z.device).index_fill_(0, seg, True)
+        idx = active[:-1].nonzero().squeeze(1)  # (A,) curves with tokens
+        n_act = idx.numel()
+        pos = torch.full((n_seg,), n_act, dtype=torch.long, device=z.device)
+        pos[idx] = torch.arange(n_act, device=z.device)
+        seg_a = pos[seg]  # (B*N,) index among the active curves; A for padding tokens
+        q = self.q(self.norm_z(z_flat[idx])).reshape(n_act, self.h, self.e)  # (A, H, E)
         k, v = self.kv(self.norm_x(x)).reshape(-1, 2, self.h, self.e).unbind(1)  # (B*N, H, E)
-        q_tok = torch.cat([q, q.new_zeros(1, self.h, self.e)])[seg]  # (B*N, H, E)
+        q_tok = torch.cat([q, q.new_zeros(1, self.h, self.e)])[seg_a]  # (B*N, H, E)
         score = (q_tok * k).sum(-1) / math.sqrt(self.e)  # (B*N, H)
-        seg_h = seg[:, None].expand_as(score)
-        peak = score.new_full((n_seg, self.h), -torch.inf)
+        seg_h = seg_a[:, None].expand_as(score)
+        peak = score.new_full((n_act + 1, self.h), -torch.inf)
         peak = peak.scatter_reduce(0, seg_h, score, reduce="amax", include_self=True)
-        w = torch.exp(score - peak[seg])  # (B*N, H)
-        denom = score.new_zeros(n_seg, self.h).index_add_(0, seg, w)  # (B*C+1, H)
-        pooled = v.new_zeros(n_seg, self.h, self.e).index_add_(0, seg, w[..., None] * v)
-        pooled = pooled[:-1] / denom[:-1, :, None].clamp_min(1e-20)  # (B*C, H, E); 0 if no tokens
-        return z + self.out(pooled.reshape(b, c, d))
+        w = torch.exp(score - peak[seg_a])  # (B*N, H)
+        denom = score.new_zeros(n_act + 1, self.h).index_add_(0, seg_a, w)  # (A+1, H)
+        pooled = v.new_zeros(n_act + 1, self.h, self.e).index_add_(0, seg_a, w[..., None] * v)
+        pooled = pooled[:-1] / denom[:-1, :, None].clamp_min(1e-20)  # (A, H, E)
+        out = z_flat + self.out.bias  # curves without tokens: out(0) = bias
+        out = out.index_add(0, idx, self.out(pooled.reshape(n_act, d)) - self.out.bias)
+        return out.reshape(b, c, d)
 
 
 class _CrossAttention(nn.Module):

@@ -395,3 +395,14 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=1e-4, msg=name)
     s = gpu.sample(logits.cuda(), 4, generator=torch.Generator("cuda").manual_seed(0))
     assert s.shape == (4, 3) and s.is_cuda
+
+
+def test_pi_with_one_threshold_matches_the_broadcast_path():
+    # a scalar threshold takes a fast path (one cut bucket); it must equal the general one
+    borders = equal_mass_borders(torch.rand(4000, generator=torch.Generator().manual_seed(1)), 50)
+    dist = BarDistribution(borders)
+    logits = torch.randn(6, 4, 50, generator=torch.Generator().manual_seed(2))
+    for t in (-1.0, float(borders[0]), 0.3, float(borders[17]), 0.77, float(borders[-1]), 3.0):
+        general = dist.pi(logits, torch.full((6, 4), t))
+        assert torch.allclose(dist.pi(logits, t), general, atol=1e-6), t
+        assert torch.allclose(dist.pi(logits, torch.tensor(t)), general, atol=1e-6), t
