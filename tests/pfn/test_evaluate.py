@@ -122,3 +122,11 @@ def test_shipped_model_beats_a_flat_density_on_real_curves():
             SHARED / name, surrogate=sur, config=config, tables=[table], progress=False
         )
         assert result.score("pfn", 400).ll > 0.5, name
+
+
+def test_cli_evaluate_prior(tiny_checkpoint_path, capsys):
+    code = main(["evaluate", "prior", "--prior", "lcpfn", "--tasks", "4", "--checkpoint",
+                 str(tiny_checkpoint_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "held-out lcpfn prior, 4 tasks" in out
+    assert out.count("%:") == 4  # the four context shares
