@@ -225,11 +225,10 @@ class FreezeThaw:
                 configuration left in the candidate table).
         """
         rng = np.random.default_rng([self.seed, self._n_asks])
-        observed = [r for r in self._runs if r.steps]
-        if not observed:
+        if not any(r.steps for r in self._runs):  # nothing observed yet: a random start
             run = self._new_run(*self._random_new(rng))
         else:
-            run = self._decide(rng, observed)
+            run = self._decide(rng)
         trial = Trial(
             id=run.id,
             config=dict(run.config),
@@ -312,7 +311,8 @@ class FreezeThaw:
             upper_bound=self.upper_bound,
         )
 
-    def _decide(self, rng: np.random.Generator, observed: list[_Run]) -> _Run:
+    def _decide(self, rng: np.random.Generator) -> _Run:
+        """Score every paused run and a pool of new configurations; return the argmax's run."""
         scaler = self._scaler()
         runs = self._runs
         # Context: every observed point; failures score 0 at their step.
