@@ -1,4 +1,5 @@
 """Integrations with the tools users already run: Lightning (``lightning``), Optuna (``optuna``).
 
-Each lives in its own module and imports its framework lazily, so ``import bo`` never needs them.
+Each lives in its own module, imported only on demand (``import bo`` never pulls one in); the
+Optuna module needs the optional extra ``curvepfn[hpo]``.
 """
