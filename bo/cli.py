@@ -26,9 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_sub = evaluate.add_subparsers(dest="what", required=True)
     pfn_cli.register_evaluate(evaluate_sub)
     _register_hpo(evaluate_sub)
-    demo = sub.add_parser("demo", help="run the demo on the embedded defaults")
-    demo.add_argument("--out", default="demo_out", help="folder for the demo's plots")
+    demo = sub.add_parser(
+        "demo", help="freeze-thaw HPO and curve prediction on an MLP for digits (a few minutes)"
+    )
+    demo.add_argument("--out", default="demo_out", help="folder for the demo's plots and runs")
     demo.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")
+    demo.add_argument("--budget", type=int, default=120, help="epochs of the search (default 120)")
+    demo.add_argument("--quick", action="store_true", help="a tiny version (seconds)")
+    demo.add_argument("--seed", type=int, default=0, help="seeds split, search, configs")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -74,7 +79,9 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from bo.demo import run_demo
 
-    run_demo(args.out, checkpoint=args.checkpoint)
+    run_demo(
+        args.out, checkpoint=args.checkpoint, budget=args.budget, quick=args.quick, seed=args.seed
+    )
     return 0
 
 
