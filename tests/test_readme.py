@@ -16,3 +16,35 @@ def test_readme_has_python_snippets():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_snippet_runs(index):
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
+
+
+SHELL_BLOCKS = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+COMMANDS = [
+    line.split("#")[0].strip()
+    for block in SHELL_BLOCKS
+    for line in block.splitlines()
+    if line.strip().startswith("curvepfn ")
+]
+
+
+def test_readme_has_shell_commands():
+    assert len(COMMANDS) >= 8
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_line_parses(command):
+    """Every `curvepfn ...` line of the README is a valid command line of the current CLI (the
+    long-running ones are not run here; `curvepfn demo`, `predict` and `evaluate` are tested in
+    tests/bo and tests/pfn)."""
+    import shlex
+
+    from bo.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert callable(args.func)
+
+
+def test_readme_make_targets_exist():
+    makefile = (README.parent / "Makefile").read_text()
+    targets = {m.split()[1] for block in SHELL_BLOCKS for m in re.findall(r"^make \S+", block, re.M)}
+    assert targets and all(re.search(rf"^{t}:", makefile, re.M) for t in targets)
