@@ -46,5 +46,6 @@ def test_readme_command_line_parses(command):
 
 def test_readme_make_targets_exist():
     makefile = (README.parent / "Makefile").read_text()
-    targets = {m.split()[1] for block in SHELL_BLOCKS for m in re.findall(r"^make \S+", block, re.M)}
+    lines = [m for block in SHELL_BLOCKS for m in re.findall(r"^make \S+", block, re.M)]
+    targets = {line.split()[1] for line in lines}
     assert targets and all(re.search(rf"^{t}:", makefile, re.M) for t in targets)
