@@ -316,15 +316,18 @@ class FreezeThaw:
         scaler = self._scaler()
         runs = self._runs
         # Context: every observed point; failures score 0 at their step.
-        ctx_curve, ctx_t, ctx_y = [], [], []
+        ctx_curve, ctx_t, raw = [], [], []
+        failed_at: list[int] = []  # positions of failure points
         for i, r in enumerate(runs):
             if r.steps:
                 ctx_curve += [i] * len(r.steps)
                 ctx_t += [s / self.max_steps for s in r.steps]
-                scores = scaler.to_score(np.asarray(r.values, dtype=np.float64))
+                raw += r.values
                 if r.failed:
-                    scores[-1] = 0.0
-                ctx_y += scores.tolist()
+                    failed_at.append(len(raw) - 1)
+        scores = scaler.to_score(np.asarray(raw, dtype=np.float64))  # one call for all points
+        scores[failed_at] = 0.0
+        ctx_y = scores.tolist()
         f_best = max(ctx_y)
         configs = np.stack([r.x for r in runs]) if runs else np.zeros((0, self.dim))
         pending = [i for i, r in enumerate(runs) if r.pending is not None]

@@ -403,8 +403,8 @@ class Surrogate:
         if arrays["qry_curve"].size != arrays["qry_t"].size or arrays["qry_t"].size == 0:
             raise ValueError("qry_curve and qry_t must have the same, non-zero length")
         inp = self._arrays_input(cfg[None], **{k: v[None] for k, v in arrays.items()})
-        with torch.inference_mode():
-            logits = self.model(inp)[0].float().cpu().clone()  # (M, K)
+        with torch.no_grad():  # not inference_mode: the logits stay usable without a copy
+            logits = self.model(inp)[0].float().cpu()  # (M, K)
         return BarForecast(logits, self._cpu_distribution)
 
     def forecast_single(
@@ -445,8 +445,8 @@ class Surrogate:
             qry_t=qt[:, None],
             ctx_mask=ctx_mask,
         )
-        with torch.inference_mode():
-            logits = self.model(inp)[:, 0].float().cpu().clone()  # (B, K)
+        with torch.no_grad():
+            logits = self.model(inp)[:, 0].float().cpu()  # (B, K)
         return BarForecast(logits, self._cpu_distribution)
 
     def _arrays_input(
