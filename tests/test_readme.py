@@ -49,3 +49,22 @@ def test_readme_make_targets_exist():
     lines = [m for block in SHELL_BLOCKS for m in re.findall(r"^make \S+", block, re.M)]
     targets = {line.split()[1] for line in lines}
     assert targets and all(re.search(rf"^{t}:", makefile, re.M) for t in targets)
+
+
+FAST = ("curvepfn predict ", "curvepfn prior plot ")
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(FAST)])
+def test_readme_fast_commands_run(command, tmp_path, monkeypatch):
+    """The README's quick commands run as written (from the repository root; outputs go to a
+    temporary folder)."""
+    import shlex
+
+    from bo.cli import main
+
+    args = shlex.split(command)[1:]
+    args = [str(README.parent / a) if a.startswith("examples/") else a for a in args]
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0
+    written = [p for p in tmp_path.iterdir() if p.suffix == ".png"]
+    assert written and all(p.stat().st_size > 1000 for p in written)
