@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_prior",
     "evaluate_surrogate",
     "make_method",
+    "markdown_table",
     "write_report",
 ]
 
