@@ -38,19 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo = subparsers.add_parser(
         "hpo", help="simulate HPO on recorded curves (HDF5): normalised regret and rank"
     )
     hpo.add_argument("--data", required=True, help="curve file in the shared HDF5 layout")
-    hpo.add_argument("--tasks", type=_names, default=None, help="comma-separated table names")
+    hpo.add_argument(
+        "--tasks", type=pfn_cli.name_list, default=None, help="comma-separated table names"
+    )
     hpo.add_argument(
         "--optimizers",
-        type=_names,
+        type=pfn_cli.name_list,
         default=("freeze-thaw", "random", "hyperband", "asha"),
         help="comma-separated optimizer names (default: freeze-thaw,random,hyperband,asha)",
     )

@@ -444,19 +444,22 @@ class Space:
         ``log=True``; every integer or choice equally likely).
         """
         n = _check_count("n", n)
-        seed = _check_seed(seed)
-        n_params = len(self._params)
-        if method == "sobol":
-            U = _sobol(n, n_params, seed)  # (N, P)
-        elif method == "random":
-            U = np.random.default_rng(seed).random((n, n_params))  # (N, P)
-        else:
-            raise ValueError(f"method must be 'sobol' or 'random', got {method!r}")
+        U = self._unit_points(n, seed, method)  # (N, P)
         columns = {
             name: _sample_values(param, U[:, j])
             for j, (name, param) in enumerate(self._params.items())
         }
         return [{name: columns[name][i] for name in self._params} for i in range(n)]
+
+    def _unit_points(self, n: int, seed: int, method: str) -> np.ndarray:
+        """(N, P) points of [0, 1]^P, one coordinate per parameter: Sobol or i.i.d. uniform."""
+        seed = _check_seed(seed)
+        n_params = len(self._params)
+        if method == "sobol":
+            return _sobol(n, n_params, seed)
+        if method == "random":
+            return np.random.default_rng(seed).random((n, n_params))
+        raise ValueError(f"method must be 'sobol' or 'random', got {method!r}")
 
     def sample_encoded(
         self, n: int, *, seed: int, method: Literal["sobol", "random"] = "sobol"
@@ -466,14 +469,7 @@ class Space:
         Vectorised (no dicts), for the thousands of candidates an optimiser scores per decision.
         """
         n = _check_count("n", n)
-        seed = _check_seed(seed)
-        n_params = len(self._params)
-        if method == "sobol":
-            U = _sobol(n, n_params, seed)  # (N, P)
-        elif method == "random":
-            U = np.random.default_rng(seed).random((n, n_params))  # (N, P)
-        else:
-            raise ValueError(f"method must be 'sobol' or 'random', got {method!r}")
+        U = self._unit_points(n, seed, method)  # (N, P)
         X = np.zeros((n, self._dim))
         for j, (name, param) in enumerate(self._params.items()):
             where = self._slices[name]

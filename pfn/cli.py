@@ -107,7 +107,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _name_list(text: str) -> tuple[str, ...]:
+def name_list(text: str) -> tuple[str, ...]:
+    """argparse type: ``"a, b,c"`` -> ``("a", "b", "c")`` (empty items dropped)."""
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
@@ -119,7 +120,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "surrogate", help="score the surrogate and baselines on recorded curves (HDF5)"
     )
     sur.add_argument("--data", required=True, help="curve file in the shared HDF5 layout")
-    sur.add_argument("--tasks", type=_name_list, default=None, help="comma-separated table names")
+    sur.add_argument("--tasks", type=name_list, default=None, help="comma-separated table names")
     sur.add_argument(
         "--context-sizes",
         type=_int_list,
@@ -129,7 +130,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     sur.add_argument("--seeds", type=int, default=5, help="tasks per table and context size")
     sur.add_argument(
         "--methods",
-        type=_name_list,
+        type=name_list,
         default=METHODS,
         help=f"comma-separated, from {','.join(METHODS)} (default: all)",
     )
