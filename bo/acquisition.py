@@ -19,14 +19,23 @@ The argmax is resumed for one step (or started, for a new configuration).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pfn.forecast import BarForecast
+from pfn.scaling import MetricScaler
 
-__all__ = ["ACQUISITIONS", "Lookahead", "acquisition_values", "draw_lookahead"]
+__all__ = [
+    "ACQUISITIONS",
+    "Lookahead",
+    "acquisition_values",
+    "draw_lookahead",
+    "pick_argmax",
+    "score_context",
+]
 
 ACQUISITIONS = ("mfpi-random", "mfei-random", "ucb-random")
 _UCB_QUANTILE = 0.9
@@ -75,3 +84,36 @@ def acquisition_values(name: str, forecast: BarForecast, threshold: float) -> np
     else:
         raise ValueError(f"unknown acquisition {name!r}; choose from {', '.join(ACQUISITIONS)}")
     return value.double().numpy()
+
+
+def score_context(
+    curves: Sequence[tuple[Sequence[int], Sequence[float]]],
+    scaler: MetricScaler,
+    max_steps: int,
+) -> tuple[list[int], list[float], list[float]]:
+    """The surrogate's context for a decision: every observed point of every curve.
+
+    Args:
+        curves: per curve its (steps, values) in the metric's units; a curve may be empty.
+            Non-finite values (diverged points, failures recorded as the worst value) score 0.
+        scaler: the metric -> score map of this decision.
+        max_steps: the longest a run is trained (``t = step / max_steps``).
+
+    Returns:
+        (ctx_curve, ctx_t, ctx_y), each (N,): the curve's index in ``curves``, time, score.
+    """
+    ctx_curve: list[int] = []
+    ctx_t: list[float] = []
+    raw: list[float] = []
+    for i, (steps, values) in enumerate(curves):
+        ctx_curve += [i] * len(steps)
+        ctx_t += [min(s, max_steps) / max_steps for s in steps]
+        raw += list(values)
+    scores = scaler.to_score(np.asarray(raw, dtype=np.float64))  # one call for all points
+    return ctx_curve, ctx_t, scores.tolist()
+
+
+def pick_argmax(values: np.ndarray, rng: np.random.Generator) -> int:
+    """Index of the largest value; ties broken uniformly with ``rng`` (drawn only on a tie)."""
+    top = np.flatnonzero(values == values.max())
+    return int(top[rng.integers(top.size)]) if top.size > 1 else int(top[0])

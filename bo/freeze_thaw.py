@@ -46,7 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from bo.acquisition import ACQUISITIONS, acquisition_values, draw_lookahead
+from bo.acquisition import (
+    ACQUISITIONS,
+    acquisition_values,
+    draw_lookahead,
+    pick_argmax,
+    score_context,
+)
 from bo.journal import Journal
 from bo.space import CandidateTable, Space
 from pfn.scaling import MetricScaler
@@ -315,19 +321,10 @@ class FreezeThaw:
         """Score every paused run and a pool of new configurations; return the argmax's run."""
         scaler = self._scaler()
         runs = self._runs
-        # Context: every observed point; failures score 0 at their step.
-        ctx_curve, ctx_t, raw = [], [], []
-        failed_at: list[int] = []  # positions of failure points
-        for i, r in enumerate(runs):
-            if r.steps:
-                ctx_curve += [i] * len(r.steps)
-                ctx_t += [s / self.max_steps for s in r.steps]
-                raw += r.values
-                if r.failed:
-                    failed_at.append(len(raw) - 1)
-        scores = scaler.to_score(np.asarray(raw, dtype=np.float64))  # one call for all points
-        scores[failed_at] = 0.0
-        ctx_y = scores.tolist()
+        # Context: every observed point; a failure was recorded as the worst value (score 0).
+        ctx_curve, ctx_t, ctx_y = score_context(
+            [(r.steps, r.values) for r in runs], scaler, self.max_steps
+        )
         f_best = max(ctx_y)
         configs = np.stack([r.x for r in runs]) if runs else np.zeros((0, self.dim))
         pending = [i for i, r in enumerate(runs) if r.pending is not None]
@@ -364,9 +361,7 @@ class FreezeThaw:
             all_configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
             qry_curve=qry_curve, qry_t=qry_t,
         )  # fmt: skip
-        values = acquisition_values(self.acquisition, fc, look.threshold)
-        top = np.flatnonzero(values == values.max())
-        pick = int(top[rng.integers(top.size)]) if top.size > 1 else int(top[0])
+        pick = pick_argmax(acquisition_values(self.acquisition, fc, look.threshold), rng)
         if pick < len(paused):
             return runs[paused[pick]]
         j = pick - len(paused)

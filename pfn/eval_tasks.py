@@ -132,7 +132,7 @@ def build_eval_task(
     cols_arr = np.concatenate(ctx_cols)
     raw_ctx = table.curves[rows_arr[curve_idx], cols_arr]
     scaler = MetricScaler.fit_runs(
-        [raw_ctx[curve_idx == c] for c in range(len(rows))],
+        np.split(raw_ctx, np.cumsum([c.size for c in ctx_cols])[:-1]),  # per curve, in order
         higher_is_better=table.higher_is_better,
         lower_bound=table.lower_bound,
         upper_bound=table.upper_bound,

@@ -99,7 +99,13 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("bo.integrations.ray_tune needs Ray Tune: pip install curvepfn[ray]") from err
 
-from bo.acquisition import ACQUISITIONS, acquisition_values, draw_lookahead
+from bo.acquisition import (
+    ACQUISITIONS,
+    acquisition_values,
+    draw_lookahead,
+    pick_argmax,
+    score_context,
+)
 from bo.space import Space
 from pfn.scaling import MetricScaler
 from pfn.surrogate import Surrogate
@@ -442,11 +448,9 @@ class FreezeThawScheduler(TrialScheduler):
             upper_bound=self.upper_bound,
         )
         # Context: every observed point; a failure scores 0 at its step (to_score does it).
-        ctx_curve, ctx_t, ctx_y = [], [], []
-        for i, r in enumerate(observed):
-            ctx_curve += [i] * len(r.steps)
-            ctx_t += [min(s, self.max_steps) / self.max_steps for s in r.steps]
-            ctx_y += scaler.to_score(np.asarray(r.values, dtype=np.float64)).tolist()
+        ctx_curve, ctx_t, ctx_y = score_context(
+            [(r.steps, r.values) for r in observed], scaler, self.max_steps
+        )
         runs = observed + [r for r in cands if not r.steps]  # C curves
         index = {r.trial_id: i for i, r in enumerate(runs)}
         spent = self.steps_spent + n_running
@@ -459,8 +463,7 @@ class FreezeThawScheduler(TrialScheduler):
             qry_t=[min(r.step + look.horizon, self.max_steps) / self.max_steps for r in cands],
         )  # fmt: skip
         values = acquisition_values(self.acquisition, fc, look.threshold)  # (M,)
-        top = np.flatnonzero(values == values.max())
-        pick = int(top[rng.integers(top.size)]) if top.size > 1 else int(top[0])
+        pick = pick_argmax(values, rng)
         self._decisions.append(Decision(
             waiting[pick].trial_id, cands[pick].step + 1, len(waiting),
             look.horizon, look.threshold, float(values[pick]),

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bo.acquisition import acquisition_values, draw_lookahead
+from bo.acquisition import acquisition_values, draw_lookahead, pick_argmax, score_context
 from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.forecast import BarForecast
+from pfn.scaling import MetricScaler
 
 
 def test_lookahead_ranges():
@@ -43,3 +44,17 @@ def test_values_by_hand():
     np.testing.assert_allclose(ucb, [0.9, 0.99], atol=1e-6)
     with pytest.raises(ValueError, match="unknown acquisition"):
         acquisition_values("greedy", fc, 0.5)
+
+
+def test_score_context_and_pick_argmax_by_hand():
+    identity = MetricScaler(
+        higher_is_better=True, worst=0.0, best=1.0, worst_is_bound=True, best_is_bound=True
+    )
+    curves = [([1, 2], [0.2, 0.4]), ([], []), ([1], [-np.inf])]  # an empty and a failed curve
+    ctx_curve, ctx_t, ctx_y = score_context(curves, identity, max_steps=4)
+    assert ctx_curve == [0, 0, 2] and ctx_t == [0.25, 0.5, 0.25]
+    np.testing.assert_allclose(ctx_y, [0.2, 0.4, 0.0])  # a failure scores 0
+    rng = np.random.default_rng(0)
+    assert pick_argmax(np.array([0.1, 0.7, 0.3]), rng) == 1
+    ties = {pick_argmax(np.array([0.5, 0.1, 0.5]), rng) for _ in range(50)}
+    assert ties == {0, 2}
