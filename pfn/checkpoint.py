@@ -24,7 +24,10 @@ from torch import Tensor
 
 from pfn.model import ModelConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 added ``ModelConfig.last_value_head``; version-1 cards (which lack it) load with
+``last_value_head=False``, the network they were written for."""
+_READABLE = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise FileNotFoundError(f"checkpoint file {p} does not exist")
     meta = json.loads(card.read_text())
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in _READABLE:
         raise ValueError(
             f"{card}: checkpoint format_version {version!r} is not supported "
-            f"(this curvepfn reads version {FORMAT_VERSION})"
+            f"(this curvepfn reads versions {', '.join(map(str, _READABLE))})"
         )
     actual = _sha256(weights)
     if actual != meta.get("sha256"):
@@ -97,7 +100,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     state = torch.load(weights, map_location="cpu", weights_only=True)
     return Checkpoint(
         state_dict=state,
-        model=ModelConfig.from_dict(meta["model"]),
+        model=ModelConfig.from_dict(
+            {"last_value_head": False, **meta["model"]} if version == 1 else meta["model"]
+        ),
         borders=torch.tensor(meta["borders"], dtype=torch.float32),
         prior=meta.get("prior", {}),
         training=meta.get("training", {}),

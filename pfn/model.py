@@ -30,7 +30,7 @@ cost is linear in N and M for a fixed number of curves.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ class ModelConfig:
     d_ff: int = 256  # hidden width of every feed-forward block
     n_query_layers: int = 2  # query -> curve-latent cross-attention blocks
     n_buckets: int = 1000  # K: logits of the bar distribution
+    # Curve noise statistics, and logit bumps around each query's last observed value (see
+    # _LastValueBumps). Needs uniform bucket borders on [0, 1]. False: the format-1 network.
+    last_value_head: bool = True
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "n_layers", "d_ff", "n_query_layers", "n_buckets"):
@@ -76,8 +79,15 @@ class ModelConfig:
         return cls(**data)
 
 
-# Per-curve summary statistics of the context fed to the curve latent (see _curve_stats).
-_N_CURVE_STATS = 7
+# Per-curve summary statistics of the context fed to the curve latent (see _curve_stats): 7, plus
+# 3 noise statistics with the last-value head.
+_N_BASE_STATS = 7
+_N_NOISE_STATS = 3
+
+
+def n_curve_stats(config: ModelConfig) -> int:
+    """Width of the per-curve statistics vector of a network with ``config``."""
+    return _N_BASE_STATS + (_N_NOISE_STATS if config.last_value_head else 0)
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -246,9 +256,15 @@ class CurveSetInput:
         return inp, batch.y[:, n:]
 
 
-def _curve_stats(inp: CurveSetInput, seg: Tensor, n_seg: int) -> Tensor:
-    """Summary of each curve's context: (B, C, 7) = [observed?, log1p(#points)/7, last t,
-    last y, max y, mean y, min y]; zeros for curves without context."""
+def _curve_stats(inp: CurveSetInput, seg: Tensor, n_seg: int, noise: bool) -> Tensor:
+    """Summary of each curve's context, zeros for curves without context: (B, C, S) =
+
+    [observed?, log1p(#points)/7, last t, last y, max y, mean y, min y] and, with ``noise``,
+    [previous y, roughness 1, roughness 2]: the value before the last one (the last one if there is
+    only one), and ``1 + ln(m + 1e-4) / ln(1e4)`` of the mean absolute first (roughness 1) and
+    second (roughness 2) differences of the curve's values in time order, which are ~0 for a
+    smooth, noise-free curve and grow with its noise.
+    """
     b, c = inp.curve_mask.shape
     t, y = inp.ctx_t.reshape(-1), inp.ctx_y.reshape(-1)  # (B*N,)
     ones = torch.ones_like(t)
@@ -261,19 +277,82 @@ def _curve_stats(inp: CurveSetInput, seg: Tensor, n_seg: int) -> Tensor:
     y_last = t.new_zeros(n_seg).index_add_(0, seg, torch.where(is_last, y, 0.0))
     y_last = y_last / t.new_zeros(n_seg).index_add_(0, seg, is_last.to(t.dtype)).clamp_min(1)
     seen = count > 0
-    stats = torch.stack(
-        [
-            seen.to(t.dtype),
-            torch.log1p(count) / 7.0,
-            t_last,
-            y_last,
-            y_max,
-            total / count.clamp_min(1),
-            torch.where(seen, y_min, 0.0),
-        ],
-        dim=-1,
-    )[:-1]  # (B*C, 7): drop the padding segment
-    return stats.reshape(b, c, _N_CURVE_STATS)
+    columns = [
+        seen.to(t.dtype),
+        torch.log1p(count) / 7.0,
+        t_last,
+        y_last,
+        y_max,
+        total / count.clamp_min(1),
+        torch.where(seen, y_min, 0.0),
+    ]
+    if noise:
+        columns += _noise_stats(t, y, seg, n_seg, y_last)
+    stats = torch.stack(columns, dim=-1)[:-1]  # (B*C, S): drop the padding segment
+    return stats.reshape(b, c, len(columns))
+
+
+def _noise_stats(t: Tensor, y: Tensor, seg: Tensor, n_seg: int, y_last: Tensor) -> list[Tensor]:
+    """[previous y, roughness 1, roughness 2], each (n_seg,); see :func:`_curve_stats`."""
+    order = torch.argsort(seg.double() * 2.0 + t.double())  # by curve, then time (t in (0, 1])
+    s_seg, s_y = seg[order], y[order]  # (L,)
+    same1 = s_seg[1:] == s_seg[:-1]  # (L-1,) consecutive points of one curve
+    same2 = same1[1:] & same1[:-1]  # (L-2,) three consecutive points of one curve
+    d1 = torch.where(same1, (s_y[1:] - s_y[:-1]).abs(), 0.0)
+    d2 = torch.where(same2, (s_y[2:] - 2.0 * s_y[1:-1] + s_y[:-2]).abs(), 0.0)
+    zeros = y.new_zeros(n_seg)
+    m1 = zeros.index_add(0, s_seg[1:], d1) / zeros.index_add(
+        0, s_seg[1:], same1.to(y.dtype)
+    ).clamp_min(1)
+    m2 = zeros.index_add(0, s_seg[2:], d2) / zeros.index_add(
+        0, s_seg[2:], same2.to(y.dtype)
+    ).clamp_min(1)
+    # The point before each curve's last one: the last sorted point of a curve is followed by
+    # another curve (or the end); it has a predecessor of its own curve where same1 holds.
+    last_sorted = torch.cat([s_seg[1:] != s_seg[:-1], same1.new_ones(1)])  # (L,)
+    has_prev = last_sorted & torch.cat([same1.new_zeros(1), same1])  # (L,)
+    idx = has_prev.nonzero().squeeze(1)
+    y_prev = y_last.clone().index_copy_(0, s_seg[idx], s_y[idx - 1])
+    scale = math.log(1e4)
+    return [y_prev, 1.0 + torch.log(m1 + 1e-4) / scale, 1.0 + torch.log(m2 + 1e-4) / scale]
+
+
+class _LastValueBumps(nn.Module):
+    """Adds learned bumps around each query's last observed value to its logits.
+
+    Real learning curves are often flat or slowly moving, and the best forecast is then a narrow
+    peak at (or just beside) the last value, whose width is the curve's noise. A linear head on a
+    d_model-wide vector learns such 0.001-wide peaks at any position only slowly; here the query
+    picks amplitudes ``g`` (B, M, 2J) of fixed one-sided Gaussian bumps
+    ``exp(-(o / w_j)^2)`` for ``o >= 0`` and ``o < 0`` (o = bucket centre - last value, widths
+    ``w_j`` in score units) that are added to the logits of the buckets within ``±window`` of the
+    last value's bucket. The amplitudes' layer starts at zero, so adding this head to a trained
+    network leaves its output unchanged. Assumes K uniform buckets on [0, 1].
+    """
+
+    widths = (0.002, 0.005, 0.01, 0.02, 0.04)
+    window = 0.128  # score units each side (3.2 of the widest width)
+
+    def __init__(self, d_model: int, n_buckets: int) -> None:
+        super().__init__()
+        self.k = n_buckets
+        self.w = max(1, math.ceil(self.window * n_buckets))
+        self.amplitude = nn.Linear(d_model, 2 * len(self.widths))
+        nn.init.zeros_(self.amplitude.weight)
+        nn.init.zeros_(self.amplitude.bias)
+        o = torch.arange(-self.w, self.w + 1, dtype=torch.float32)[:, None] / n_buckets
+        g = torch.exp(-((o / torch.tensor(self.widths)) ** 2))  # (2W+1, J)
+        table = torch.cat([g * (o >= 0), g * (o < 0)], dim=1)  # (2W+1, 2J)
+        self.register_buffer("table", table.T.contiguous(), persistent=False)  # (2J, 2W+1)
+
+    def forward(self, logits: Tensor, q: Tensor, y_last: Tensor, observed: Tensor) -> Tensor:
+        """logits (B, M, K); q (B, M, d); y_last (B, M) in [0, 1]; observed (B, M) bool."""
+        g = self.amplitude(q) * observed[..., None].to(q.dtype)  # (B, M, 2J)
+        bump = g @ self.table.to(g.dtype)  # (B, M, 2W+1)
+        k0 = (y_last * self.k).long().clamp(0, self.k - 1)  # (B, M) bucket of the last value
+        idx = k0[..., None] + torch.arange(2 * self.w + 1, device=k0.device)  # padded positions
+        padded = F.pad(logits, (self.w, self.w)).scatter_add(-1, idx, bump.to(logits.dtype))
+        return padded[..., self.w : self.w + self.k]
 
 
 class CurveSetTransformer(nn.Module):
@@ -284,7 +363,8 @@ class CurveSetTransformer(nn.Module):
         self.config = config
         d = config.d_model
         self.embed_config = _mlp(2 * config.max_hps, d, d)
-        self.embed_stats = _mlp(_N_CURVE_STATS, d, d)
+        self.n_stats = n_curve_stats(config)
+        self.embed_stats = _mlp(self.n_stats, d, d)
         self.embed_token = _mlp(4, d, d)
         self.token_config = nn.Linear(d, d)
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.n_layers))
@@ -300,6 +380,7 @@ class CurveSetTransformer(nn.Module):
             for _ in range(config.n_query_layers)
         )
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.n_buckets))
+        self.bumps = _LastValueBumps(d, config.n_buckets) if config.last_value_head else None
 
     def forward(self, inp: CurveSetInput) -> Tensor:
         """Logits (B, M, K) of every query's value."""
@@ -314,7 +395,7 @@ class CurveSetTransformer(nn.Module):
 
         hp = inp.hp_mask.to(inp.configs.dtype)[:, None, :].expand_as(inp.configs)  # (B, C, D)
         cfg = self.embed_config(torch.cat([inp.configs * hp, hp], dim=-1))  # (B, C, d)
-        stats = _curve_stats(inp, seg, n_seg)  # (B, C, 7)
+        stats = _curve_stats(inp, seg, n_seg, self.config.last_value_head)  # (B, C, S)
         z = cfg + self.embed_stats(stats)  # (B, C, d) curve latents
 
         t, y = inp.ctx_t, inp.ctx_y
@@ -331,7 +412,7 @@ class CurveSetTransformer(nn.Module):
         # Queries: own curve's latent and statistics, plus where t_q lies relative to its context.
         q_idx = inp.qry_curve.clamp(0, c - 1)
         own = torch.gather(z, 1, q_idx[..., None].expand(-1, -1, z.shape[-1]))  # (B, M, d)
-        own_stats = torch.gather(stats, 1, q_idx[..., None].expand(-1, -1, _N_CURVE_STATS))
+        own_stats = torch.gather(stats, 1, q_idx[..., None].expand(-1, -1, self.n_stats))
         tq = inp.qry_t
         t_last, y_last = own_stats[..., 2], own_stats[..., 3]
         q_feat = torch.stack(
@@ -342,4 +423,33 @@ class CurveSetTransformer(nn.Module):
         memory, key_mask = _observed_memory(z, observed)
         for attend, ff in self.query_layers:
             q = ff(attend(q, memory, key_mask))
-        return self.head(q)  # (B, M, K)
+        logits = self.head(q)  # (B, M, K)
+        if self.bumps is not None:
+            logits = self.bumps(logits, q, y_last, own_stats[..., 0] > 0)
+        return logits
+
+
+def upgrade_state_dict(
+    state: dict[str, Tensor], source: ModelConfig, target: ModelConfig
+) -> dict[str, Tensor]:
+    """Weights of a ``source`` network as a ``target`` network that computes the same function.
+
+    Only adding the last-value head is supported (``source.last_value_head`` False, ``target``
+    True, every other field equal): the new statistics enter with zero weights and the bumps'
+    amplitudes are zero, so the upgraded network's output equals the source's, and training can
+    go on from it.
+
+    Raises:
+        ValueError: any other difference between the configs.
+    """
+    if source == target:
+        return dict(state)
+    if replace(source, last_value_head=True) != target or source.last_value_head:
+        raise ValueError(f"cannot upgrade weights of {source} to {target}")
+    out = dict(state)
+    w = state["embed_stats.0.weight"]  # (d, 7)
+    out["embed_stats.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], _N_NOISE_STATS)], dim=1)
+    n_amp = 2 * len(_LastValueBumps.widths)
+    out["bumps.amplitude.weight"] = w.new_zeros(n_amp, target.d_model)
+    out["bumps.amplitude.bias"] = w.new_zeros(n_amp)
+    return out

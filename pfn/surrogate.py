@@ -35,7 +35,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from pfn.bar_distribution import BarDistribution
+from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.checkpoint import Checkpoint, load_checkpoint
 from pfn.forecast import BarForecast
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
@@ -244,6 +244,12 @@ class Surrogate:
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, *, device: str | torch.device = "cpu") -> Surrogate:
         """Build from a loaded :class:`~pfn.checkpoint.Checkpoint`."""
+        if ckpt.model.last_value_head and not torch.allclose(
+            ckpt.borders, uniform_borders(ckpt.model.n_buckets), atol=1e-6
+        ):
+            raise ValueError(
+                "a network with the last-value head needs uniform bucket borders on [0, 1]"
+            )
         model = CurveSetTransformer(ckpt.model)
         model.load_state_dict(ckpt.state_dict)
         return cls(model, BarDistribution(ckpt.borders), device=device)

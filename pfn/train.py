@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pfn.bar_distribution import BarDistribution, equal_mass_borders, uniform_borders
 from pfn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig, upgrade_state_dict
 from priors.base import Prior
 from priors.batch import CurveBatch
 from priors.registry import make_prior, make_prior_config, prior_config_to_dict
@@ -69,7 +69,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between resumable Lightning checkpoints
     data: str | None = None  # a `curvepfn prior sample` HDF5 file to train on instead of the prior
     # A product checkpoint (NAME, NAME.pt or NAME.json) whose weights and bucket borders start the
-    # run (fine-tuning / continued training); its model config must equal `model`.
+    # run (fine-tuning / continued training); its model config must equal `model`, or be `model`
+    # without the last-value head (which is then added, zero-initialised: see
+    # pfn.model.upgrade_state_dict).
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +81,11 @@ class TrainConfig:
         if self.borders not in ("uniform", "equal-mass"):
             raise ValueError(
                 f"TrainConfig.borders must be 'uniform' or 'equal-mass', got {self.borders!r}"
+            )
+        if self.model.last_value_head and self.borders != "uniform":
+            raise ValueError(
+                "TrainConfig.borders must be 'uniform' when model.last_value_head is True "
+                f"(its bumps assume uniform buckets), got {self.borders!r}"
             )
         if not all(0 < f < 1 for f in self.val_fractions):
             raise ValueError(
@@ -201,12 +208,14 @@ class PFNModule(L.LightningModule):
             self.dist = BarDistribution(make_borders(config, self.prior, device))
         else:
             self.parent = load_checkpoint(config.init_from)
-            if self.parent.model != config.model:
+            try:  # the same network, or the parent plus the zero-initialised last-value head
+                state = upgrade_state_dict(self.parent.state_dict, self.parent.model, config.model)
+            except ValueError:
                 raise ValueError(
                     f"init_from={config.init_from!r} has model config {self.parent.model}, "
                     f"but the run's model config is {config.model}"
-                )
-            self.net.load_state_dict(self.parent.state_dict)
+                ) from None
+            self.net.load_state_dict(state)
             self.dist = BarDistribution(self.parent.borders)
         self._val: list[dict[float, CurveBatch]] = []  # per batch: context fraction -> batch
 

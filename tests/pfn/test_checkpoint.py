@@ -57,6 +57,15 @@ def test_unknown_format_version_is_rejected(ckpt, tmp_path):
         load_checkpoint(tmp_path / "m")
 
 
+def test_a_version_1_card_loads_as_the_network_without_the_last_value_head(ckpt, tmp_path):
+    _, card = save_checkpoint(tmp_path / "m", ckpt)
+    meta = json.loads(card.read_text())
+    meta["format_version"] = 1
+    del meta["model"]["last_value_head"]
+    card.write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path / "m").model.last_value_head is False
+
+
 def test_missing_file(ckpt, tmp_path):
     weights, _ = save_checkpoint(tmp_path / "m", ckpt)
     weights.unlink()

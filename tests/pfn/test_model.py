@@ -1,7 +1,17 @@
+import math
+from dataclasses import replace
+
 import pytest
 import torch
 
-from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from pfn.model import (
+    CurveSetInput,
+    CurveSetTransformer,
+    ModelConfig,
+    _curve_stats,
+    _LastValueBumps,
+    upgrade_state_dict,
+)
 
 D = 6
 
@@ -30,7 +40,10 @@ def _input(b=2, c=5, n=30, m=7, seed=0) -> CurveSetInput:
 def net() -> CurveSetTransformer:
     torch.manual_seed(0)
     cfg = ModelConfig(max_hps=D, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_buckets=20)
-    return CurveSetTransformer(cfg).eval()
+    net = CurveSetTransformer(cfg).eval()
+    # The last-value head starts at zero; give it weight so that the tests below cover it.
+    torch.nn.init.normal_(net.bumps.amplitude.weight, std=1.0)
+    return net
 
 
 def _replace(inp: CurveSetInput, **kw) -> CurveSetInput:
@@ -142,3 +155,73 @@ def test_new_curves_do_not_influence_each_other(net):
     )
     fewer.configs[:, 4] = 0.123  # the dropped query's curve changes too
     torch.testing.assert_close(net(inp)[:, :3], net(fewer), atol=1e-5, rtol=1e-5)
+
+
+def _one_task(ctx, qry, c=3) -> CurveSetInput:
+    """One task from ctx [(curve, t, y)] and qry [(curve, t)]."""
+    return CurveSetInput(
+        configs=torch.rand(1, c, D, generator=torch.Generator().manual_seed(0)),
+        hp_mask=torch.ones(1, D, dtype=torch.bool),
+        curve_mask=torch.ones(1, c, dtype=torch.bool),
+        ctx_curve=torch.tensor([[k for k, _, _ in ctx]]),
+        ctx_t=torch.tensor([[t for _, t, _ in ctx]]),
+        ctx_y=torch.tensor([[y for _, _, y in ctx]]),
+        ctx_mask=torch.ones(1, len(ctx), dtype=torch.bool),
+        qry_curve=torch.tensor([[k for k, _ in qry]]),
+        qry_t=torch.tensor([[t for _, t in qry]]),
+        qry_mask=torch.ones(1, len(qry), dtype=torch.bool),
+    )
+
+
+def test_noise_statistics_by_hand():
+    # curve 0 given out of time order: sorted values 0.40, 0.45, 0.50, 0.52
+    ctx = [(0, 0.3, 0.50), (1, 0.1, 0.70), (0, 0.1, 0.40), (0, 0.4, 0.52), (0, 0.2, 0.45)]
+    inp = _one_task(ctx, [(0, 0.5)])
+    seg = inp.ctx_curve.reshape(-1)
+    stats = _curve_stats(inp, seg, 3 + 1, noise=True)[0]  # (C, 10)
+    rough = lambda m: 1.0 + math.log(m + 1e-4) / math.log(1e4)  # noqa: E731
+    expected = [
+        # seen, log1p(n)/7, last t, last y, max, mean, min, previous y, roughness 1, 2
+        [1, math.log(5) / 7, 0.4, 0.52, 0.52, 0.4675, 0.40, 0.50, rough(0.04), rough(0.015)],
+        [1, math.log(2) / 7, 0.1, 0.70, 0.70, 0.70, 0.70, 0.70, rough(0.0), rough(0.0)],
+        [0] * 10,  # no context
+    ]
+    torch.testing.assert_close(stats, torch.tensor(expected), atol=1e-5, rtol=0)
+    assert _curve_stats(inp, seg, 4, noise=False).shape == (1, 3, 7)
+
+
+def test_last_value_bumps_by_hand():
+    k = 100
+    bumps = _LastValueBumps(d_model=4, n_buckets=k)
+    with torch.no_grad():
+        bumps.amplitude.bias[0] = 5.0  # the narrowest bump, upper side only
+        bumps.amplitude.bias[len(bumps.widths) + 4] = -2.0  # the widest bump, lower side only
+    logits = torch.zeros(1, 3, k)
+    q = torch.zeros(1, 3, 4)
+    y_last = torch.tensor([[0.505, 0.995, 0.5]])
+    observed = torch.tensor([[True, True, False]])
+    out = bumps(logits, q, y_last, observed)[0]
+    centres = torch.arange(k)
+    for i, k0 in enumerate([50, 99]):
+        o = (centres - k0) / k
+        upper = 5.0 * torch.exp(-((o / 0.002) ** 2)) * (o >= 0)
+        lower = -2.0 * torch.exp(-((o / 0.04) ** 2)) * (o < 0) * (o.abs() <= bumps.w / k + 1e-9)
+        torch.testing.assert_close(out[i], upper + lower, atol=1e-6, rtol=0)
+    assert out[2].abs().max() == 0  # a curve without context gets no bump
+
+
+def test_upgrade_adds_the_head_without_changing_the_output():
+    torch.manual_seed(1)
+    old_cfg = ModelConfig(
+        max_hps=D, d_model=32, n_heads=4, n_layers=1, d_ff=32, n_buckets=20, last_value_head=False
+    )
+    old = CurveSetTransformer(old_cfg).eval()
+    new_cfg = replace(old_cfg, last_value_head=True)
+    new = CurveSetTransformer(new_cfg).eval()
+    new.load_state_dict(upgrade_state_dict(old.state_dict(), old_cfg, new_cfg))
+    inp = _input()
+    torch.testing.assert_close(new(inp), old(inp), atol=1e-5, rtol=0)  # summation order only
+    with pytest.raises(ValueError, match="cannot upgrade"):
+        upgrade_state_dict(old.state_dict(), old_cfg, replace(new_cfg, d_model=64))
+    with pytest.raises(ValueError, match="cannot upgrade"):
+        upgrade_state_dict(new.state_dict(), new_cfg, old_cfg)

@@ -37,6 +37,8 @@ def test_bad_configs_name_the_field():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="borders"):
         TrainConfig(borders="log")
+    with pytest.raises(ValueError, match="last_value_head"):
+        TrainConfig(borders="equal-mass")
     with pytest.raises(ValueError, match="lr"):
         OptimConfig(lr=0.0)
 
