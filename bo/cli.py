@@ -54,6 +54,12 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     )
     hpo.add_argument("--seeds", type=int, default=10, help="runs per table and optimizer")
     hpo.add_argument("--budget", type=int, default=1000, help="steps per run (default 1000)")
+    hpo.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes running (table, seed) jobs side by side, one thread each (default 1)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
@@ -67,6 +73,7 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         budget=args.budget,
         tables=args.tasks,
+        workers=args.workers,
     )
     paths = write_hpo_report(result, args.out)
     print(markdown_table(result))

@@ -623,6 +623,44 @@ def _run_seed(table: str, seed: int) -> int:
     return zlib.crc32(f"{table}:{seed}".encode())
 
 
+def _run_job(
+    opts: Sequence[TabularOptimizer], table: CurveTable, scale: RegretScale, seed: int, budget: int
+) -> tuple[np.ndarray, np.ndarray, list[RunRecord]]:
+    """Every optimizer once on one table and seed: (scores (O, B), regret (O, B), records)."""
+    scores = np.empty((len(opts), budget))  # (O, B)
+    regret = np.empty((len(opts), budget))  # (O, B)
+    records = []
+    for o, opt in enumerate(opts):
+        start = time.perf_counter()
+        traj = simulate(opt, table, budget=budget, seed=_run_seed(table.name, seed))
+        elapsed = time.perf_counter() - start
+        scores[o] = scale.score(traj.incumbent)
+        regret[o] = scale.regret(traj.incumbent)
+        records.append(
+            RunRecord(
+                optimizer=opt.name,
+                table=table.name,
+                seed=seed,
+                spent=traj.spent,
+                n_starts=traj.n_starts,
+                n_restarts=traj.n_restarts,
+                n_resumes=traj.n_resumes,
+                n_configs=traj.n_configs,
+                final_incumbent=float(traj.incumbent[-1]),
+                final_regret=float(regret[o, -1]),
+                wall_time_s=elapsed,
+            )
+        )
+    return scores, regret, records
+
+
+def _init_worker() -> None:
+    """A worker process uses one thread: ``workers`` processes share the machine's cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def evaluate_hpo(
     path: str | Path,
     *,
@@ -632,67 +670,66 @@ def evaluate_hpo(
     tables: Sequence[str] | None = None,
     report_budgets: Sequence[int] = REPORT_BUDGETS,
     progress: bool = True,
+    workers: int = 1,
 ) -> HPOEvalResult:
     """Simulate every optimizer on every table of a curve file, ``seeds`` times each.
 
     Args:
         path: an HDF5 curve file in the shared layout.
-        optimizers: names in :data:`OPTIMIZERS`, or optimizer instances.
+        optimizers: names in :data:`OPTIMIZERS`, or optimizer instances (picklable ones when
+            ``workers > 1``).
         seeds: runs per table and optimizer (seeds 0 .. seeds-1).
         budget: steps per run.
         tables: table names to use; None for all.
         report_budgets: steps at which to summarise; those below ``budget`` are kept and
             ``budget`` itself is always added.
-        progress: show a progress bar.
+        progress: show a progress bar (one tick per table and seed).
+        workers: processes that run (table, seed) jobs side by side, one thread each; the
+            results are identical to ``workers=1``, since every job is seeded on its own.
 
     Returns:
         Regret and rank per step and run, per-run records and the summary.
 
     Raises:
-        ValueError: an unknown optimizer name, ``seeds`` or ``budget`` < 1, or a bad table.
+        ValueError: an unknown optimizer name, ``seeds``, ``budget`` or ``workers`` < 1, or a
+            bad table.
         ImportError: a baseline needs optuna and it is not installed.
     """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     from tqdm import tqdm
 
-    if seeds < 1 or budget < 1:
-        raise ValueError(f"seeds and budget must be >= 1, got {seeds} and {budget}")
+    if seeds < 1 or budget < 1 or workers < 1:
+        raise ValueError(
+            f"seeds, budget and workers must be >= 1, got {seeds}, {budget} and {workers}"
+        )
     opts = _resolve(optimizers)
     curve_tables = read_curve_tables(path, list(tables) if tables else None)
     scales = [RegretScale.fit(t) for t in curve_tables]
     reported = tuple(sorted({b for b in report_budgets if 0 < b < budget} | {budget}))
-    n_runs = len(curve_tables) * seeds
-    regret = np.ones((len(opts), n_runs, budget))  # (O, R, B)
-    rank = np.ones((len(opts), n_runs, budget))  # (O, R, B)
-    runs: list[RunRecord] = []
     jobs = [(t, s) for t in range(len(curve_tables)) for s in range(seeds)]
-    bar = tqdm(total=len(jobs) * len(opts), desc="hpo", unit="run", disable=not progress)
-    for r, (t, seed) in enumerate(jobs):
-        table, scale = curve_tables[t], scales[t]
-        scores = np.empty((len(opts), budget))  # (O, B)
-        for o, opt in enumerate(opts):
-            start = time.perf_counter()
-            traj = simulate(opt, table, budget=budget, seed=_run_seed(table.name, seed))
-            elapsed = time.perf_counter() - start
-            scores[o] = scale.score(traj.incumbent)
-            regret[o, r] = scale.regret(traj.incumbent)
-            runs.append(
-                RunRecord(
-                    optimizer=opt.name,
-                    table=table.name,
-                    seed=seed,
-                    spent=traj.spent,
-                    n_starts=traj.n_starts,
-                    n_restarts=traj.n_restarts,
-                    n_resumes=traj.n_resumes,
-                    n_configs=traj.n_configs,
-                    final_incumbent=float(traj.incumbent[-1]),
-                    final_regret=float(regret[o, r, -1]),
-                    wall_time_s=elapsed,
-                )
-            )
+    n_runs = len(jobs)
+    results: list = [None] * n_runs
+    bar = tqdm(total=n_runs, desc="hpo", unit="task-seed", disable=not progress)
+    if workers == 1:
+        for r, (t, seed) in enumerate(jobs):
+            results[r] = _run_job(opts, curve_tables[t], scales[t], seed, budget)
             bar.update()
-        rank[:, r] = rank_optimizers(scores)
+    else:
+        ctx = get_context("spawn")  # no fork of a process that holds torch threads
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {
+                pool.submit(_run_job, opts, curve_tables[t], scales[t], seed, budget): r
+                for r, (t, seed) in enumerate(jobs)
+            }
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
     bar.close()
+    regret = np.stack([res[1] for res in results], axis=1)  # (O, R, B)
+    rank = np.stack([rank_optimizers(res[0]) for res in results], axis=1)  # (O, R, B)
+    runs = [record for res in results for record in res[2]]
     summary = []
     for o, opt in enumerate(opts):
         for b in reported:

@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--init-from",
         default=None,
         help="start from this checkpoint's weights and borders (continued training; the model "
-        "config must match), e.g. checkpoints/default",
+        "config must match, or lack only the last-value head, which is then added), "
+        "e.g. checkpoints/default",
     )
     pre.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     pre.add_argument("--devices", type=int, default=1, help="devices to train on (DDP if > 1)")

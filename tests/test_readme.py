@@ -68,3 +68,42 @@ def test_readme_fast_commands_run(command, tmp_path, monkeypatch):
     assert main(args) == 0
     written = [p for p in tmp_path.iterdir() if p.suffix == ".png"]
     assert written and all(p.stat().st_size > 1000 for p in written)
+
+
+# The README's long commands, cut short by the flags that bound their work (a later flag wins in
+# argparse): everything else on the line runs as written.
+BOUNDS = {
+    "curvepfn pretrain ": ["--stop-at", "2"],
+    "curvepfn evaluate surrogate ": ["--seeds", "1", "--context-sizes", "400"],
+    "curvepfn evaluate prior ": ["--tasks", "16"],
+    "curvepfn evaluate hpo ": ["--seeds", "1", "--budget", "30"],
+}
+SHARED = README.parents[1] / "shared"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [c for c in COMMANDS if not c.startswith(FAST)])
+def test_readme_long_commands_run(command, tmp_path_factory, monkeypatch):
+    """Every other `curvepfn ...` line runs too, in order, in one scratch folder (so `prior
+    sample` writes the `prior.h5` that `pretrain --data prior.h5` reads); long ones are bounded
+    by BOUNDS. `make test-slow` runs this."""
+    import shlex
+
+    import torch
+
+    from bo.cli import main
+
+    args = shlex.split(command)[1:]
+    if "--devices" in args and torch.cuda.device_count() < int(args[args.index("--devices") + 1]):
+        pytest.skip(f"needs {args[args.index('--devices') + 1]} GPUs: {command}")
+    if any(a.startswith("../shared/") for a in args) and not SHARED.is_dir():
+        pytest.skip("../shared/data is not here (a user's clone)")
+    args = [
+        str(README.parent / a) if a.startswith(("examples/", "checkpoints/"))
+        else str(SHARED.parent / a[3:]) if a.startswith("../shared/")
+        else a
+        for a in args
+    ]  # fmt: skip
+    args += next((extra for prefix, extra in BOUNDS.items() if command.startswith(prefix)), [])
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())  # shared by the commands of one session
+    assert main(args) == 0

@@ -264,6 +264,19 @@ def test_evaluate_hpo_takes_registered_and_given_optimizers(curve_file, monkeypa
         evaluate_hpo(curve_file, optimizers=["nope"], seeds=1, budget=5, progress=False)
 
 
+def test_worker_processes_give_the_same_result(curve_file):
+    pytest.importorskip("optuna")
+    kw = dict(optimizers=["random", "asha"], seeds=2, budget=60, progress=False)
+    one = evaluate_hpo(curve_file, **kw)
+    two = evaluate_hpo(curve_file, workers=2, **kw)
+    np.testing.assert_array_equal(two.regret, one.regret)
+    np.testing.assert_array_equal(two.rank, one.rank)
+    strip = lambda runs: [(r.optimizer, r.table, r.seed, r.spent, r.final_regret) for r in runs]  # noqa: E731
+    assert strip(two.runs) == strip(one.runs)
+    with pytest.raises(ValueError, match="workers"):
+        evaluate_hpo(curve_file, workers=0, **kw)
+
+
 def test_cli_writes_the_report(curve_file, tmp_path, capsys):
     pytest.importorskip("optuna")
     out = tmp_path / "hpo"
