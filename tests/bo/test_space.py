@@ -469,11 +469,15 @@ def test_from_configspace():
     assert space.params == expected  # ConfigSpace may reorder names
     normal = cs_mod.ConfigurationSpace()
     add = normal.add if hasattr(normal, "add") else normal.add_hyperparameters
-    add([cs_mod.NormalFloatHyperparameter("x", mu=0.0, sigma=1.0)])
+    add([cs_mod.NormalFloatHyperparameter("x", mu=0.0, sigma=1.0, lower=-3.0, upper=3.0)])
     with pytest.raises(ValueError, match="'x' has unsupported type NormalFloatHyperparameter"):
         Space.from_configspace(normal)
     with pytest.raises(ValueError, match="cs must be a ConfigSpace.ConfigurationSpace"):
         Space.from_configspace({"lr": (1e-4, 1e-1)})
+    if hasattr(cs_mod, "EqualsCondition") and hasattr(cs, "add"):  # ConfigSpace >= 1.0
+        cs.add(cs_mod.EqualsCondition(cs["lr"], cs["opt"], "adam"))
+        with pytest.raises(ValueError, match="conditional hyperparameters"):
+            Space.from_configspace(cs)
 
 
 def test_sample_encoded_matches_sample_and_perturb_encoded_is_canonical():
@@ -494,3 +498,4 @@ def test_sample_encoded_matches_sample_and_perturb_encoded_is_canonical():
     # every row is the exact encoding of a valid configuration (Ints snapped, one-hot blocks)
     np.testing.assert_allclose(P, space.encode_many(space.decode_many(P)), atol=1e-12)
     assert space.decode_many(P) == space.perturb(base, 300, scale=0.3, change_prob=0.5, seed=2)
+
