@@ -1,0 +1,141 @@
+"""Early stopping with :class:`bo.integrations.optuna.PFNPruner` on recorded curves (LC-PFN's test).
+
+Protocol (``../shared/design/reference.md`` §5, "early stopping with LC-PFN"): on each table of a
+curve file, an Optuna study runs ``--trials`` configurations in a random order; each trial reports
+its recorded curve step by step, and the pruner may stop it. The same trials run once without
+pruning. Printed per table and in total:
+
+* ``speed-up``: steps trained without pruning / steps trained with it;
+* ``best (no pruning)`` and ``best (pruned)``: the best final value of the completed trials, in the
+  metric's units (a pruned study can only lose here, by pruning the trial that would have won);
+* ``wrong``: pruned trials whose recorded final value beat the best completed final value at the
+  moment they were pruned (the decisions that would have cost something).
+
+Run: ``python benchmarks/early_stopping.py --data ../shared/data/taskset_dev.h5 [--trials 100]
+[--seeds 1] [--threshold 0.05] [--min-steps 3] [--tables A,B]``. Needs optuna (``pip install
+curvepfn[hpo]``). Diverged (NaN) points of a recorded curve are reported as the worst value (+inf
+for a loss), since Optuna's trials report a value at every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """One study on one table: steps trained, best completed final value, wrong prunes."""
+
+    steps: int
+    best: float
+    n_pruned: int
+    n_wrong: int
+
+
+def run_study(table, rows: np.ndarray, pruner) -> StudyOutcome:
+    """Trials = ``rows`` of ``table`` in this order; ``pruner`` None runs every trial to its end."""
+    import optuna
+
+    curves = table.curves  # (C, T)
+    sign = 1.0 if table.higher_is_better else -1.0
+    worst = -math.inf if table.higher_is_better else math.inf
+    steps = 0
+    wrong = 0
+    best = worst  # best final value among the completed trials so far
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal steps, wrong
+        row = int(rows[trial.number])
+        value = worst
+        for step in range(1, curves.shape[1] + 1):
+            value = float(curves[row, step - 1])
+            value = worst if math.isnan(value) else value
+            steps += 1
+            trial.report(value, step)
+            if step < curves.shape[1] and trial.should_prune():
+                final = float(curves[row, -1])
+                if math.isfinite(final) and sign * final > sign * best:
+                    wrong += 1
+                raise optuna.TrialPruned()
+        return value
+
+    def remember_best(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        nonlocal best
+        if frozen.state == optuna.trial.TrialState.COMPLETE and sign * frozen.value > sign * best:
+            best = float(frozen.value)
+
+    study = optuna.create_study(
+        direction="maximize" if table.higher_is_better else "minimize",
+        pruner=pruner if pruner is not None else optuna.pruners.NopPruner(),
+    )
+    study.optimize(objective, n_trials=len(rows), callbacks=[remember_best])
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    return StudyOutcome(steps=steps, best=best, n_pruned=pruned, n_wrong=wrong)
+
+
+def main() -> None:
+    """Print the early-stopping table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="curve file in the shared HDF5 layout")
+    parser.add_argument("--trials", type=int, default=100, help="trials per study")
+    parser.add_argument("--seeds", type=int, default=1, help="studies (trial orders) per table")
+    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--min-steps", type=int, default=3)
+    parser.add_argument("--tables", default=None, help="comma-separated table names")
+    parser.add_argument("--checkpoint", default=None, help="surrogate (default: the shipped one)")
+    args = parser.parse_args()
+
+    import optuna
+
+    from bo.integrations.optuna import PFNPruner
+    from pfn.curve_table import read_curve_tables
+    from pfn.surrogate import Surrogate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    surrogate = Surrogate.load(args.checkpoint)
+    tables = read_curve_tables(args.data, args.tables.split(",") if args.tables else None)
+    print(
+        "| table | seed | steps (no pruning) | steps (pruned) | speed-up | best (no pruning) "
+        "| best (pruned) | pruned | wrong | s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    total_full = total_pruned = 0
+    n_equal = n_runs = 0
+    for table in tables:
+        for seed in range(args.seeds):
+            rows = np.random.default_rng(seed).permutation(len(table.curves))[: args.trials]
+            start = time.perf_counter()
+            full = run_study(table, rows, None)
+            pruner = PFNPruner(
+                max_step=table.curves.shape[1],
+                threshold=args.threshold,
+                min_steps=args.min_steps,
+                surrogate=surrogate,
+                lower_bound=table.lower_bound,
+                upper_bound=table.upper_bound,
+                use_params=False,
+            )
+            cut = run_study(table, rows, pruner)
+            elapsed = time.perf_counter() - start
+            total_full += full.steps
+            total_pruned += cut.steps
+            n_equal += cut.best == full.best
+            n_runs += 1
+            print(
+                f"| {table.name} | {seed} | {full.steps} | {cut.steps} | "
+                f"{full.steps / cut.steps:.2f}x | {full.best:.4g} | {cut.best:.4g} | "
+                f"{cut.n_pruned} | {cut.n_wrong} | {elapsed:.0f} |"
+            )
+    print(
+        f"\ntotal speed-up {total_full / total_pruned:.2f}x; the pruned study found the same best "
+        f"final value in {n_equal} of {n_runs} studies"
+    )
+
+
+if __name__ == "__main__":
+    main()
