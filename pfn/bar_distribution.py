@@ -361,7 +361,8 @@ class BarDistribution(nn.Module):
             if t >= float(self.borders[-1]):
                 return probs.new_zeros(probs.shape[:-1])
             k = int(torch.searchsorted(self.borders, torch.tensor(t), right=True)) - 1
-            cut = (float(self.borders[k + 1]) - t) / float(self.widths[k])
+            k = min(k, self.n_buckets - 1)  # t just below b_K can round to b_K in float32
+            cut = min(max((float(self.borders[k + 1]) - t) / float(self.widths[k]), 0.0), 1.0)
             return (probs[..., k + 1 :].sum(-1) + probs[..., k] * cut).clamp(0.0, 1.0)
         threshold = self._values(logits, threshold, "threshold")
         return self._mass_above(probs, threshold).clamp(0.0, 1.0)

@@ -35,6 +35,10 @@ end (future improvements go into the squashed top ``tail``), and as the soft wor
 observed value, but no further from the median than ``3 × spread`` (``spread`` = best - median),
 so diverged runs cannot stretch the range unless they are the majority (an interquartile range
 would be stretched as soon as a quarter of the points diverge, which happens on real loss curves).
+When the best side has a known bound (a loss >= 0), the worst end is also kept within 10 times the
+best value's distance from that bound: with few runs (an optimiser's first two, one of them
+diverged at 5e8) the quantiles alone would put the worst end at the diverged value and every
+sensible value at a score of ~1.
 For TaskSet's GRU task (losses: best 0.36, median 0.71, 5%-worst 78 from divergence; bound 0)
 that gives the linear range loss ∈ [0, 1.77] → score [1, 0.1]: the runs between 0.36 and 0.71
 span scores 0.82–0.64, and the known bound costs the unused scores above 0.82, the price of a map
@@ -54,6 +58,9 @@ from numpy.typing import ArrayLike
 _WORST_QUANTILE = 0.05
 # The soft worst end lies at most this many spreads below the median.
 _MAX_SPREADS = 3.0
+# With a known bound on the best side (a loss >= 0), the soft worst end lies at most this many times
+# as far from the bound as the best value.
+_MAX_BOUND_RATIO = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,8 +159,12 @@ class MetricScaler:
         v_worst = (
             v_worst_bound if worst_is_bound else float(max(q_worst, med - _MAX_SPREADS * spread))
         )
-        # Degenerate data (one value, or all equal): open the range to 10% of the value's size.
-        min_width = max(0.1 * abs(float(med)), 1e-6)
+        if math.isfinite(v_best_bound) and not worst_is_bound and top < v_best_bound:
+            # A loss >= 0: its bound gives a scale, so that a few diverged runs cannot set the
+            # range (runs at 0.7 and 5e8 would otherwise map 0.7 to a score of 0.99999999).
+            v_worst = max(v_worst, v_best_bound - _MAX_BOUND_RATIO * (v_best_bound - top))
+        # Degenerate data (one value, or all equal): open the range to 10% of the best value's size.
+        min_width = max(0.1 * abs(float(top)), 1e-6)
         if v_best - v_worst < min_width:
             if not best_is_bound:
                 v_best = v_worst + min_width

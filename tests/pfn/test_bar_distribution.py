@@ -406,3 +406,13 @@ def test_pi_with_one_threshold_matches_the_broadcast_path():
         general = dist.pi(logits, torch.full((6, 4), t))
         assert torch.allclose(dist.pi(logits, t), general, atol=1e-6), t
         assert torch.allclose(dist.pi(logits, torch.tensor(t)), general, atol=1e-6), t
+
+
+def test_pi_with_a_threshold_a_hair_below_the_top_border():
+    # 1 - 1e-9 rounds to the top border in float32: the fast path must still cut the last bucket
+    dist = BarDistribution(uniform_borders(1000))
+    logits = torch.zeros(3, 1000)
+    t = math.nextafter(1.0, 0.0)
+    expected = dist.pi(logits, torch.full((3,), t))
+    torch.testing.assert_close(dist.pi(logits, t), expected, atol=1e-6, rtol=0)
+    assert (dist.pi(logits, t) < 1e-6).all()

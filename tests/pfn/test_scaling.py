@@ -86,6 +86,17 @@ def test_fit_ignores_a_large_minority_of_diverged_points():
     assert s.to_score(0.2) == pytest.approx(1.0 - 0.9 * 0.2 / 1.8)
 
 
+def test_fit_with_two_runs_one_diverged_keeps_a_usable_range():
+    # quantiles of [0.72, 5.45e8] put the worst end near 5e8 and 0.72 at a score of ~1; the bound
+    # caps the worst end at 10 x 0.72 from it
+    s = MetricScaler.fit_runs([[0.75, 0.72], [5.45e8]], higher_is_better=False, lower_bound=0.0)
+    assert s.worst == pytest.approx(7.2)
+    assert s.to_score(0.72) == pytest.approx(1.0 - 0.9 * 0.1)
+    assert 0 < s.to_score(5.45e8) < 0.01
+    unbounded = MetricScaler.fit_runs([[0.72], [5.45e8]], higher_is_better=False)
+    assert unbounded.worst > 1e8  # no bound, no scale: the quantile rule alone
+
+
 def test_fit_uses_the_worst_quantile_when_it_is_closer():
     # v = -[0.1, ..., 1.0]: 5% quantile at position 0.45 -> -0.955; cap -0.55 - 3 * 0.45 = -1.9.
     s = MetricScaler.fit(np.linspace(0.1, 1.0, 10), higher_is_better=False, lower_bound=0.0)
@@ -145,8 +156,9 @@ def test_fit_runs_counts_each_run_once():
     # three sane runs and two diverged ones with many points each: per point, the diverged
     # values are the majority and would become the median; per run, they are 2 of 5
     runs = [[0.9, 0.6, 0.5], [0.8, 0.7], [0.75, 0.65], [1e10] * 50, [5e8] * 50 + [np.nan]]
-    per_point = MetricScaler.fit(np.concatenate(runs), higher_is_better=False, lower_bound=0.0)
-    per_run = MetricScaler.fit_runs(runs, higher_is_better=False, lower_bound=0.0)
+    # (no lower bound: with one, the worst end is also capped at 10 x the best value)
+    per_point = MetricScaler.fit(np.concatenate(runs), higher_is_better=False)
+    per_run = MetricScaler.fit_runs(runs, higher_is_better=False)
     assert per_point.worst > 1e8  # the diverged runs took over the range
     # bests: 0.5, 0.65, 0.7, 5e8, 1e10 -> median 0.7, spread 0.2, cap 0.7 + 3 * 0.2 = 1.3
     assert per_run.worst == pytest.approx(1.3)
