@@ -18,7 +18,13 @@ grows with N² and its curve identity is an embedding table with 1001 rows. Here
    (a segment softmax: O(N)), the curve latents attend to each other (O(C²)), and every token is
    told its curve's new latent (O(N));
 3. each query reads its own curve's latent and attends to the latents of all observed curves
-   (O(M·C)), then a linear head gives K logits.
+   (O(M·C)), then a linear head gives K logits;
+4. the *last-value head* (``ModelConfig.last_value_head``) adds learned bumps of fixed widths
+   (0.002-0.04) around the query curve's last observed value to those logits, and the curve
+   latents also read noise statistics of their curve. A plain linear head learns narrow peaks at
+   arbitrary positions slowly, and flat or slowly moving real curves need exactly those; on
+   TaskSet's real curves this lifted the log-likelihood from 1.9 to 3.0 within 200 CPU training
+   steps from the same weights.
 
 Curves without context (new configurations) read the observed ones but are never read, so the
 prediction for one query does not depend on which other queries are asked.
