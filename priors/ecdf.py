@@ -26,8 +26,9 @@ N_QUANTILES = 2048
 N_OUTPUTS = 23  # outputs per network, as in the FT-PFN prior
 TABLE_SEED = 20240601
 # Cells of the evenly spaced grid over the table's range that locates a raw value among the
-# quantiles (a lookup and a few steps instead of a binary search, which is slow on the CPU).
-N_CELLS = 16384
+# quantiles (a lookup and a step or two instead of a binary search, which is slow on the CPU). At
+# this resolution no three adjacent cells of the shipped table hold two quantiles: one step.
+N_CELLS = 65536
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,13 @@ class ECDFTable:
     quantiles: Tensor  # (K,) increasing raw values
     levels: Tensor  # (K,) their CDF values, (i + 0.5) / K
     # Derived lookup grid (see ``to_uniform``): the quantiles padded with +inf; per grid cell the
-    # number of quantiles below the previous cell, where a scan starts; the longest scan needed.
+    # number of quantiles below the previous cell, where a scan starts; the longest scan needed;
+    # the steps between neighbouring quantiles and levels.
     padded: Tensor = field(init=False, repr=False)  # (K + 1,)
     scan_start: Tensor = field(init=False, repr=False)  # (G,) long
     n_steps: int = field(init=False, repr=False)
+    quantile_step: Tensor = field(init=False, repr=False)  # (K - 1,) q[i + 1] - q[i]
+    level_step: Tensor = field(init=False, repr=False)  # (K - 1,) levels[i + 1] - levels[i]
 
     def __post_init__(self) -> None:
         q = self.quantiles
@@ -56,6 +60,8 @@ class ECDFTable:
         object.__setattr__(self, "padded", torch.cat([q, q.new_full((1,), math.inf)]))
         object.__setattr__(self, "scan_start", start)
         object.__setattr__(self, "n_steps", int((end - start).max()))
+        object.__setattr__(self, "quantile_step", q[1:] - q[:-1])
+        object.__setattr__(self, "level_step", self.levels[1:] - self.levels[:-1])
 
     def to(self, device: torch.device | str) -> ECDFTable:
         """The same table on ``device``."""
@@ -135,16 +141,14 @@ def to_uniform(raw: Tensor, table: ECDFTable) -> Tensor:
     # The number of quantiles below each value (what a left binary search gives): start at the
     # value's grid cell and step over the few quantiles that can lie in between.
     lo, hi = q[0], q[-1]
-    cell = ((flat - lo) * (N_CELLS / (hi - lo))).clamp_(0, N_CELLS - 1).long()
+    cell = (flat - lo).mul_(N_CELLS / (hi - lo)).clamp_(0, N_CELLS - 1).long()
     i = table.scan_start.index_select(0, cell)  # (n,)
     for _ in range(table.n_steps):
         i += table.padded.index_select(0, i) < flat
-    i = i.clamp_(1, k - 1)  # q[i-1] <= raw < q[i], inside the table
-    q_lo, q_hi = q.index_select(0, i - 1), q.index_select(0, i)
-    frac = ((flat - q_lo) / (q_hi - q_lo)).clamp_(0.0, 1.0)
-    lv_lo, lv_hi = table.levels.index_select(0, i - 1), table.levels.index_select(0, i)
-    u = lv_lo + frac * (lv_hi - lv_lo)
-    return u.view(raw.shape)
+    j = i.clamp_(1, k - 1).sub_(1)  # q[j] <= raw < q[j + 1], inside the table
+    frac = (flat - q.index_select(0, j)).div_(table.quantile_step.index_select(0, j))
+    frac.clamp_(0.0, 1.0).mul_(table.level_step.index_select(0, j))
+    return table.levels.index_select(0, j).add_(frac).view(raw.shape)
 
 
 def main(argv: list[str] | None = None) -> None:

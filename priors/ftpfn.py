@@ -29,13 +29,12 @@ import torch
 from torch import Tensor
 
 from priors.batch import CurveBatch
-from priors.curves import CurveParams, observe
+from priors.curves import CurveParams, observe, prepare
 from priors.ecdf import ECDFTable, load_table, to_uniform
 from priors.random_mlp import RandomMLPConfig, draw_mlps, evaluate_mlps
 
 N_PARAMS = 23  # raw outputs per configuration: the curve parameters
 _LN10 = math.log(10.0)
-_PARAM_FIELDS = ("y0", "yinf", "weights", "alpha", "xsat", "prec", "rate", "sigma")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,12 +121,15 @@ def parameters_from_uniforms(u: Tensor, *, y0: Tensor, ymax: Tensor) -> CurvePar
     """
     if u.shape[-1] != N_PARAMS:
         raise ValueError(f"u must have {N_PARAMS} entries in its last dimension, got {u.shape}")
-    normal = torch.special.ndtri(u)  # (..., 23) standard normal quantiles
-    exp1 = -torch.log1p(-u)  # (..., 23) Exp(1) = Gamma(1) quantiles
+
+    def exp1(cols: slice) -> Tensor:  # Exp(1) = Gamma(1) quantiles
+        return torch.log1p(-u[..., cols]).neg_()
+
     yinf = y0 + (ymax - y0) * u[..., 0]
-    gam = exp1[..., 1:5]
+    gam = exp1(slice(1, 5))
     weights = gam / gam.sum(-1, keepdim=True)  # Dirichlet(1, 1, 1, 1)
-    z = normal[..., 5:9]
+    normal = torch.special.ndtri(u[..., 5:10])  # (..., 5) standard normal quantiles
+    z = normal[..., :4]
     alpha = torch.stack(
         [
             torch.exp(1.0 + z[..., 0]),
@@ -137,12 +139,12 @@ def parameters_from_uniforms(u: Tensor, *, y0: Tensor, ymax: Tensor) -> CurvePar
         ],
         dim=-1,
     )
-    xsat_max = torch.exp(_LN10 * normal[..., 9])  # 10^N(0, 1)
-    rel = exp1[..., 10:14]
+    xsat_max = torch.exp(_LN10 * normal[..., 4])  # 10^N(0, 1)
+    rel = exp1(slice(10, 14))
     xsat = xsat_max[..., None] * rel / rel.amax(-1, keepdim=True)
     prec = torch.exp(3.0 * _LN10 * u[..., 14:18])  # 10^U(0, 3)
-    rate = 1.0 - exp1[..., 18:22]
-    sigma = torch.exp(-5.0 + normal[..., 22])
+    rate = 1.0 - exp1(slice(18, 22))
+    sigma = torch.exp(-5.0 + torch.special.ndtri(u[..., 22]))
     return CurveParams(
         y0=y0.expand_as(yinf),
         yinf=yinf,
@@ -201,11 +203,13 @@ class FTPFNPrior:
         d = self.config.max_hps
         hp_mask = torch.arange(d, device=dev) < tasks.n_hps[:, None]  # (B, D)
         row_mask = torch.arange(n_rows, device=dev) < rows[:, None]  # (B, M)
-        used = row_mask[:, :, None] & hp_mask[:, None, :]  # (B, M, D)
+        d_used = int(tasks.n_hps.max()) if b > 0 else 0  # slots past it are 0 in every task
+        used = row_mask[:, :, None] & hp_mask[:, None, :d_used]  # (B, M, d_used)
         n_used = int((rows * tasks.n_hps).sum())  # uniforms only for the used entries
-        configs = torch.zeros(b, n_rows, d, device=dev).masked_scatter_(
+        configs = torch.zeros(b, n_rows, d_used, device=dev).masked_scatter_(
             used, torch.rand(n_used, generator=generator, device=dev)
-        )  # (B, M, D)
+        )
+        configs = torch.nn.functional.pad(configs, (0, d - d_used))  # (B, M, D)
         mlp = draw_mlps(self.config.mlp, b, generator=generator)
         raw = evaluate_mlps(
             mlp,
@@ -264,11 +268,8 @@ class FTPFNPrior:
         t = step.float() / tasks.length[:, None].float()  # (B, T)
         first_row = n_curves.cumsum(0) - n_curves  # (B,) packed index of each task's curve 0
         row = first_row[:, None] + curve  # (B, T) packed row of each token
-        p = cp.params
-        token_params = CurveParams(
-            **{name: getattr(p, name)[row] for name in _PARAM_FIELDS}
-        )  # fields (B, T) or (B, T, K)
-        y = observe(token_params, t, generator=generator)  # (B, T)
+        token_curves = prepare(cp.params).take(row)  # fields (B, T) or (K, B, T)
+        y = observe(token_curves, t, generator=generator)  # (B, T)
         return CurveBatch(
             configs=cp.configs,
             hp_mask=cp.hp_mask,
@@ -336,43 +337,55 @@ def race_tokens(
         got = got + count.sum(1)
         flat = count.flatten().long()  # (B*N,)
         ids = torch.repeat_interleave(torch.arange(b * n_cfg, device=dev), flat)  # (A,)
-        u = torch.rand(ids.shape[0], generator=generator, device=dev, dtype=torch.float64)
-        r = rate.flatten()[ids]
-        p = prob.flatten()[ids]
-        task = ids // n_cfg  # (A,) nondecreasing
         per_task = count.sum(1).long()  # (B,)
-        first = per_task.cumsum(0) - per_task  # (B,) first arrival of each task in this round
-        times.append(start[task] - torch.log1p(-u * p) / r)
+        task = torch.repeat_interleave(torch.arange(b, device=dev), per_task)  # (A,) = ids // N
+        u = torch.rand(ids.shape[0], generator=generator, device=dev, dtype=torch.float64)
+        r = rate.view(-1).index_select(0, ids)
+        p = prob.view(-1).index_select(0, ids)
+        times.append(start.index_select(0, task) - torch.log1p(-u * p) / r)
         tasks.append(task)
-        curves.append(ids % n_cfg)
-        slots.append(torch.arange(ids.shape[0], device=dev) - first[task] + filled[task])
+        curves.append(ids - task * n_cfg)
+        # Slot of the arrival in its task's row: after the task's earlier arrivals.
+        first = per_task.cumsum(0) - per_task - filled  # (B,)
+        slots.append(torch.arange(ids.shape[0], device=dev) - first.index_select(0, task))
         filled = filled + per_task
         start = start + span.nan_to_num(posinf=0.0)
     # Every task's arrivals in one padded row each, then sorted by time within the row.
     task, slot = torch.cat(tasks), torch.cat(slots)
     width = int(filled.max())
-    time = torch.full((b, width), math.inf, dtype=torch.float64, device=dev)
-    time[task, slot] = torch.cat(times)
-    curve = torch.zeros(b, width, dtype=torch.long, device=dev)
-    curve[task, slot] = torch.cat(curves)
+    at = task * width + slot  # (A,) flat position in the (B, width) rows
+    time = torch.full((b * width,), math.inf, dtype=torch.float64, device=dev)
+    time = time.index_copy_(0, at, torch.cat(times)).view(b, width)
+    curve = torch.zeros(b * width, dtype=torch.long, device=dev)
+    curve = curve.index_copy_(0, at, torch.cat(curves)).view(b, width)
     order = torch.sort(time, dim=1, stable=True).indices[:, :n_tokens]  # (B, T)
     return curve.gather(1, order)
 
 
-def _solve_span(rate: Tensor, left: Tensor, target: Tensor, iters: int = 20) -> Tensor:
-    """Per task the ``s`` with ``sum_c left_c (1 - exp(-rate_c s)) = target`` (bisection in log s).
+def _solve_span(rate: Tensor, left: Tensor, target: Tensor, iters: int = 14) -> Tensor:
+    """Per task an ``s`` with ``sum_c left_c (1 - exp(-rate_c s))`` just above ``target``.
 
-    The left side is at most ``s * sum(left * rate) <= s``-ish, so ``s >= target / sum(left*rate)``.
+    Bisection in log s. The race is exact for any ``s``, so ``s`` only has to give about ``target``
+    expected arrivals: single precision and a final bracket of 0.5% in ``s`` suffice. The left
+    side is at most ``s * sum(left * rate)``, which bounds ``s`` from below.
     """
-    lo = (target / (left * rate).sum(1).clamp_min(1e-300)).clamp_min(1e-300).log()  # (B,)
+    lo = (target / (left * rate).sum(1).clamp_min(1e-300)).clamp_min(1e-300).log().float()  # (B,)
     hi = lo + 80.0
+    rate32, left32, target32 = rate.float(), left.float(), target.float()
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        expected = (left * -torch.expm1(-rate * mid.exp()[:, None])).sum(1)
-        below = expected < target
+        neg_s = mid.exp().clamp_(max=1e30).neg_()  # (B,) finite, so rate 0 gives no NaN
+        expected = (left32 * torch.expm1(rate32 * neg_s[:, None])).sum(1).neg_()  # (B,)
+        below = expected < target32
         lo = torch.where(below, mid, lo)
         hi = torch.where(below, hi, mid)
-    return hi.exp()
+    return hi.double().exp()
+
+
+def _uniform_below(n: Tensor, generator: torch.Generator) -> Tensor:
+    """A uniform integer in ``0..n-1`` for every entry of ``n`` (long, >= 1)."""
+    v = (torch.rand(n.shape, generator=generator, device=n.device) * n).long()
+    return torch.minimum(v, n - 1)
 
 
 def token_steps(
@@ -394,7 +407,7 @@ def token_steps(
     key = token_curve + n_configs * torch.arange(b, device=dev)[:, None]  # (B, T) global curve
     key = key.flatten()
     order = torch.argsort(key, stable=True)  # tokens grouped by curve, in sequence order
-    skey = key[order]
+    skey = key.index_select(0, order)
     pos = torch.arange(b * t, device=dev)
     new_group = torch.ones_like(skey, dtype=torch.bool)
     new_group[1:] = skey[1:] != skey[:-1]
@@ -405,18 +418,19 @@ def token_steps(
     n_ctx_curve.scatter_add_(0, skey, is_ctx.long())
     n_tok_curve = torch.zeros(b * n_configs, dtype=torch.long, device=dev)
     n_tok_curve.scatter_add_(0, skey, torch.ones_like(skey))
-    k = n_ctx_curve[skey]  # context tokens of the token's curve
-    q = n_tok_curve[skey] - k  # query tokens of the token's curve
-    n = length[skey // n_configs]
-    query = ~is_ctx
+    k = n_ctx_curve.index_select(0, skey)  # context tokens of the token's curve
+    q = n_tok_curve.index_select(0, skey) - k  # query tokens of the token's curve
+    n = length.index_select(0, skey // n_configs)
+    query = (~is_ctx).nonzero().squeeze(1)  # (Q,) sorted positions of the query tokens
+
+    def at_query(x: Tensor) -> Tensor:
+        return x.index_select(0, query)
+
     offset = _distinct_offsets(
-        skey[query], (occ - k)[query], q[query], (n - k)[query], generator=generator
+        at_query(skey), at_query(occ - k), at_query(q), at_query(n - k), generator=generator
     )
-    step_sorted = occ + 1
-    step_sorted[query] = k[query] + 1 + offset
-    step = torch.empty_like(step_sorted)
-    step[order] = step_sorted
-    return step.view(b, t)
+    step_sorted = (occ + 1).index_copy_(0, query, at_query(k) + 1 + offset)
+    return torch.empty_like(step_sorted).index_copy_(0, order, step_sorted).view(b, t)
 
 
 def _distinct_offsets(
@@ -428,39 +442,51 @@ def _distinct_offsets(
     (``span <= 4 count``) take the first ``count`` of a random permutation of their span; sparse
     ones draw i.i.d. and redraw duplicates (rejection, i.e. sampling without replacement).
     """
-    dev = group.device
     out = torch.empty_like(group)
-    if group.numel() == 0:
-        return out
     dense = span <= 4 * count
-    if bool(dense.any()):
-        first = dense & (index == 0)  # one item per dense group
-        g_span = span[first]  # (G,)
-        g_id = torch.repeat_interleave(torch.arange(g_span.shape[0], device=dev), g_span)
-        keys = (
-            torch.rand(g_id.shape[0], generator=generator, device=dev, dtype=torch.float64) + g_id
-        )
-        perm = torch.argsort(keys)  # per group a random permutation, groups in order
-        g_start = torch.cumsum(g_span, 0) - g_span  # (G,)
-        value = perm - g_start[g_id]  # offset within the group's span
-        item_group = torch.cumsum(first.long(), 0)[dense] - 1  # dense item -> its group
-        out[dense] = value[g_start[item_group] + index[dense]]
-    sparse = ~dense
-    if bool(sparse.any()):
-        s_group, s_span = group[sparse], span[sparse]
-        v = (torch.rand(s_group.shape[0], generator=generator, device=dev) * s_span).long()
-        v = torch.minimum(v, s_span - 1)
-        redraw = torch.ones_like(v, dtype=torch.bool)
-        big = int(s_span.max()) + 1
-        while True:
-            key = s_group * big + v
-            order = torch.argsort(key, stable=True)
-            sk = key[order]
-            dup = torch.zeros_like(redraw)
-            dup[order[1:]] = sk[1:] == sk[:-1]
-            if not bool(dup.any()):
-                break
-            fresh = (torch.rand(v.shape[0], generator=generator, device=dev) * s_span).long()
-            v = torch.where(dup, torch.minimum(fresh, s_span - 1), v)
-        out[sparse] = v
+    d_items, s_items = dense.nonzero().squeeze(1), (~dense).nonzero().squeeze(1)
+    if d_items.numel() > 0:
+        value = _permutation_offsets(index[d_items], span[d_items], generator=generator)
+        out.index_copy_(0, d_items, value)
+    if s_items.numel() > 0:
+        value = _rejection_offsets(group[s_items], span[s_items], generator=generator)
+        out.index_copy_(0, s_items, value)
     return out
+
+
+def _permutation_offsets(index: Tensor, span: Tensor, *, generator: torch.Generator) -> Tensor:
+    """``_distinct_offsets`` by the first entries of a random permutation of each group's span."""
+    dev = index.device
+    first = (index == 0).nonzero().squeeze(1)  # (G,) one item per group
+    g_span = span.index_select(0, first)  # (G,)
+    g_id = torch.repeat_interleave(torch.arange(g_span.shape[0], device=dev), g_span)
+    keys = torch.rand(g_id.shape[0], generator=generator, device=dev, dtype=torch.float64) + g_id
+    perm = torch.argsort(keys)  # per group a random permutation, groups in order
+    g_start = torch.cumsum(g_span, 0) - g_span  # (G,)
+    value = perm - g_start.index_select(0, g_id)  # offset within the group's span
+    item_group = torch.cumsum(index == 0, 0) - 1  # item -> its group
+    return value.index_select(0, g_start.index_select(0, item_group) + index)
+
+
+def _rejection_offsets(group: Tensor, span: Tensor, *, generator: torch.Generator) -> Tensor:
+    """``_distinct_offsets`` by i.i.d. draws, redrawing the later items of repeated values."""
+    dev = group.device
+    v = _uniform_below(span, generator)
+    big = int(span.max()) + 1
+    check = torch.arange(v.shape[0], device=dev)  # items of groups that may hold duplicates
+    in_bad_group = torch.zeros(int(group.max()) + 1, dtype=torch.bool, device=dev)
+    while True:
+        key = group.index_select(0, check) * big + v.index_select(0, check)
+        order = torch.argsort(key, stable=True)
+        sk = key.index_select(0, order)
+        dup = torch.zeros_like(check, dtype=torch.bool)
+        dup[order[1:]] = sk[1:] == sk[:-1]  # later items of a value already taken
+        redraw = check[dup]
+        if redraw.numel() == 0:
+            return v
+        v[redraw] = _uniform_below(span.index_select(0, redraw), generator)
+        # Only groups that had a duplicate can have one now.
+        bad = group.index_select(0, redraw)
+        in_bad_group[bad] = True
+        check = check[in_bad_group.index_select(0, group.index_select(0, check))]
+        in_bad_group[bad] = False

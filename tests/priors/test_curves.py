@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from priors.curves import CurveParams, basis_curve, bend_time, mean_curve, observe
+from priors.curves import (
+    CurveParams,
+    basis_curve,
+    bend_time,
+    mean_curve,
+    observe,
+    prepare,
+    prepared_mean,
+)
 
 Y0, YINF = 0.2, 0.8
 
@@ -84,3 +93,43 @@ def test_weighted_sum_and_noise_clipped():
     assert (y - mean).std().item() == pytest.approx(0.05, rel=0.1)
     # at t = 0 every basis is at y0, so the convex combination is too
     assert torch.allclose(mean_curve(p, torch.zeros(2000)), torch.full((2000,), Y0))
+
+
+def test_prepared_curves_taken_at_indices_match_mean_curve_of_gathered_params():
+    g = torch.Generator().manual_seed(2)
+    n = 50
+    p = CurveParams(
+        y0=torch.rand(n, generator=g) * 0.5,
+        yinf=0.5 + torch.rand(n, generator=g) * 0.5,
+        weights=torch.rand(n, 4, generator=g).softmax(-1),
+        alpha=torch.rand(n, 4, generator=g) * 2 + torch.tensor([0.1, 0.1, 1.1, 0.1]),
+        xsat=torch.rand(n, 4, generator=g) + 0.05,
+        prec=1.0 + torch.rand(n, 4, generator=g) * 100,
+        rate=1.0 - 2.0 * torch.rand(n, 4, generator=g),  # some curves turn down into the tail
+        sigma=torch.rand(n, generator=g) * 0.1,
+    )
+    index = torch.randint(0, n, (3, 40), generator=g)
+    t = torch.rand(3, 40, generator=g) * 2.0
+    taken = prepare(p).take(index)
+    assert torch.equal(taken.sigma, p.sigma[index])
+    gathered = CurveParams(**{f.name: getattr(p, f.name)[index] for f in dataclasses.fields(p)})
+    # the definition: the weighted sum of the basis curves at bent time
+    expected = sum(
+        gathered.weights[..., k]
+        * basis_curve(
+            k,
+            bend_time(t, gathered.xsat[..., k], gathered.rate[..., k]),
+            y0=gathered.y0,
+            yinf=gathered.yinf,
+            alpha=gathered.alpha[..., k],
+            xsat=gathered.xsat[..., k],
+            prec=gathered.prec[..., k],
+        )
+        for k in range(4)
+    )
+    assert (bend_time(t[..., None], gathered.xsat, gathered.rate) < 0).any()  # tails are used
+    torch.testing.assert_close(prepared_mean(taken, t), expected)
+    torch.testing.assert_close(mean_curve(gathered, t), expected)
+    torch.testing.assert_close(
+        prepared_mean(taken, t)[1, 2], mean_curve(p, t[1, 2])[index[1, 2]], rtol=1e-6, atol=1e-6
+    )
