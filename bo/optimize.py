@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Incumbent, NothingToAsk, Record, Trial
-from bo.space import Space
+from bo.space import CandidateTable, Space
 from pfn.surrogate import Surrogate
 
 __all__ = ["OptimizeResult", "RunSummary", "optimize"]
@@ -86,6 +86,7 @@ def optimize(
     workdir: str | Path = "freeze_thaw_runs",
     state_dir: str | Path | None = None,
     config: FreezeThawConfig | None = None,
+    candidates: CandidateTable | None = None,
     progress: bool = True,
     plot: bool = True,
 ) -> OptimizeResult:
@@ -106,6 +107,8 @@ def optimize(
         workdir: where run folders (``runs/<id>``) and the plot go.
         state_dir: journal folder for crash-safe resumption (None: in memory only).
         config: the candidate pool's settings (None: the defaults).
+        candidates: a fixed grid of configurations to choose new runs from (see
+            :class:`~bo.space.CandidateTable`); None samples new ones from ``space``.
         progress: show a progress bar with the current trial and the incumbent.
         plot: write ``workdir/freeze_thaw.png`` (incumbent vs steps, and every learning curve).
 
@@ -131,6 +134,7 @@ def optimize(
         acquisition=acquisition,
         seed=seed,
         state_dir=state_dir,
+        candidates=candidates,
         config=config or FreezeThawConfig(),
     )
     bar = tqdm(total=budget, initial=min(ft.steps_spent, budget), unit="step",

@@ -53,7 +53,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from bo.freeze_thaw import FreezeThawConfig
 from bo.optimize import OptimizeResult, optimize
-from bo.space import Space
+from bo.space import CandidateTable, Space
 from pfn.surrogate import Surrogate
 
 __all__ = [
@@ -327,6 +327,7 @@ def tune_lightning(
     upper_bound: float | None = None,
     acquisition: str = "mfpi-random",
     config: FreezeThawConfig | None = None,
+    candidates: CandidateTable | None = None,
     plot: bool = True,
 ) -> OptimizeResult:
     """Freeze-thaw search over ``module_factory``'s configurations, spending ``budget`` epochs.
@@ -354,6 +355,7 @@ def tune_lightning(
         lower_bound, upper_bound: known bounds of the metric (e.g. 0 for a loss).
         acquisition: see :data:`bo.acquisition.ACQUISITIONS`.
         config: the candidate pool's settings (None: the defaults).
+        candidates: a fixed grid of configurations (None: sample new ones from ``space``).
         plot: write ``workdir/freeze_thaw.png``.
 
     Returns:
@@ -399,6 +401,7 @@ def tune_lightning(
             workdir=workdir,
             state_dir=state_dir,
             config=config,
+            candidates=candidates,
             progress=progress,
             plot=plot,
         )

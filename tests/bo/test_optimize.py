@@ -10,7 +10,7 @@ import torch
 
 from bo.freeze_thaw import FreezeThawConfig
 from bo.optimize import optimize
-from bo.space import Float, Space
+from bo.space import CandidateTable, Float, Space
 from pfn.surrogate import Surrogate
 
 SPACE = Space({"lr": Float(1e-3, 1.0, log=True)})
@@ -63,6 +63,9 @@ def test_optimize_trains_resumes_and_reports(tiny_checkpoint_path, tmp_path):
         workdir=tmp_path / "work",
         state_dir=tmp_path / "state",
         config=FreezeThawConfig(n_candidates=32),
+        # a grid of 5 configurations x 6 steps = the budget: runs must be thawed, whatever the
+        # (random, tiny) surrogate prefers
+        candidates=CandidateTable.from_configs(SPACE, SPACE.sample(5, seed=3)),
         progress=False,
     )
     result = optimize(make_objective(calls), SPACE, **settings)
