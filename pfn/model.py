@@ -352,13 +352,23 @@ class _LastValueBumps(nn.Module):
         self.register_buffer("table", table.T.contiguous(), persistent=False)  # (2J, 2W+1)
 
     def forward(self, logits: Tensor, q: Tensor, y_last: Tensor, observed: Tensor) -> Tensor:
-        """logits (B, M, K); q (B, M, d); y_last (B, M) in [0, 1]; observed (B, M) bool."""
-        g = self.amplitude(q) * observed[..., None].to(q.dtype)  # (B, M, 2J)
-        bump = g @ self.table.to(g.dtype)  # (B, M, 2W+1)
-        k0 = (y_last * self.k).long().clamp(0, self.k - 1)  # (B, M) bucket of the last value
-        idx = k0[..., None] + torch.arange(2 * self.w + 1, device=k0.device)  # padded positions
-        padded = F.pad(logits, (self.w, self.w)).scatter_add(-1, idx, bump.to(logits.dtype))
-        return padded[..., self.w : self.w + self.k]
+        """logits (B, M, K); q (B, M, d); y_last (B, M) in [0, 1]; observed (B, M) bool.
+
+        Only the R queries of observed curves are touched (at inference most queries are new
+        configurations, which get no bump).
+        """
+        b, m, k = logits.shape
+        rows = observed.reshape(-1).nonzero().squeeze(1)  # (R,)
+        if rows.numel() == 0:
+            return logits
+        g = self.amplitude(q.reshape(b * m, -1)[rows])  # (R, 2J)
+        bump = (g @ self.table.to(g.dtype)).to(logits.dtype)  # (R, 2W+1)
+        k0 = (y_last.reshape(-1)[rows] * k).long().clamp(0, k - 1)  # (R,) last value's bucket
+        idx = k0[:, None] + torch.arange(-self.w, self.w + 1, device=k0.device)  # (R, 2W+1)
+        inside = (idx >= 0) & (idx < k)
+        flat = logits.reshape(b * m, k)
+        sub = flat[rows].scatter_add(-1, idx.clamp(0, k - 1), bump * inside)  # (R, K)
+        return flat.index_copy(0, rows, sub).reshape(b, m, k)
 
 
 class CurveSetTransformer(nn.Module):
