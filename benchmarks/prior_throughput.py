@@ -1,9 +1,11 @@
 """Throughput of the FT-PFN prior at the reference shape (batches of 25 tasks x 1000 tokens).
 
-Run: ``python benchmarks/prior_throughput.py [--device cpu|cuda] [--batches 20]``. On the CPU it
-prints tasks/s and tokens/s with 1 and 2 threads (one process), and the process CPU time per
-batch, which other load on the machine disturbs much less than the wall clock; on CUDA the time of
-one batch.
+Run: ``python benchmarks/prior_throughput.py [--device cpu|cuda] [--batches 20] [--workers 2]``.
+On the CPU it prints tasks/s and tokens/s with 1 and 2 threads (one process), then for
+``priors.threaded.ThreadedPrior`` (``--workers`` Python threads, each sampling a part of the
+batch) with one intra-op thread per worker (its default) and with the process's 2 intra-op threads
+left alone, and the process CPU time per batch (all threads), which other load on the machine
+disturbs much less than the wall clock; on CUDA the time of one batch.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import time
 
 import torch
 
+from priors.base import Prior
 from priors.ftpfn import FTPFNPrior, FTPFNPriorConfig
+from priors.threaded import ThreadedPrior
 
 
 def measure(
-    prior: FTPFNPrior, device: torch.device, batches: int, batch_size: int
+    prior: Prior, device: torch.device, batches: int, batch_size: int
 ) -> tuple[float, float]:
     """Wall and process CPU seconds per batch, after one warm-up batch (synchronised on CUDA)."""
     gen = torch.Generator(device=device).manual_seed(0)
@@ -38,12 +42,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--workers", type=int, default=2, help="threads of the threaded sampler")
     args = parser.parse_args()
     device = torch.device(args.device)
     config = FTPFNPriorConfig()
     prior = FTPFNPrior(config)
     tokens = args.batch_size * config.seq_len
     if device.type == "cpu":
+        previous = torch.get_num_threads()
         for threads in (1, 2):
             torch.set_num_threads(threads)
             sec, cpu_sec = measure(prior, device, args.batches, args.batch_size)
@@ -52,6 +58,18 @@ def main() -> None:
                 f"{tokens / sec:10.0f} tokens/s ({sec * 1e3:.1f} ms per batch, "
                 f"{cpu_sec * 1e3:.1f} ms CPU time)"
             )
+        # The process stays at 2 intra-op threads; each sampler gets its own pool (a worker
+        # thread keeps the setting it found when it first ran a parallel op).
+        for intra_op, label in ((1, "1"), (None, "2 (left alone)")):
+            with ThreadedPrior(prior, args.workers, intra_op_threads=intra_op) as threaded:
+                sec, cpu_sec = measure(threaded, device, args.batches, args.batch_size)
+            print(
+                f"cpu threaded workers={args.workers} intra-op threads={label}: "
+                f"{args.batch_size / sec:8.1f} tasks/s "
+                f"{tokens / sec:10.0f} tokens/s ({sec * 1e3:.1f} ms per batch, "
+                f"{cpu_sec * 1e3:.1f} ms CPU time)"
+            )
+        torch.set_num_threads(previous)
     else:
         sec, _ = measure(prior, device, args.batches, args.batch_size)
         print(

@@ -60,16 +60,34 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="processes running (table, seed) jobs side by side, one thread each (default 1)",
     )
+    hpo.add_argument(
+        "--checkpoint", default=None, help="surrogate of freeze-thaw (default: shipped)"
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
 
 def _evaluate_hpo(args: argparse.Namespace) -> int:
-    from bo.hpo_benchmark import evaluate_hpo, markdown_table, write_hpo_report
+    from bo.hpo_benchmark import (
+        FreezeThawOptimizer,
+        evaluate_hpo,
+        markdown_table,
+        write_hpo_report,
+    )
 
+    if args.checkpoint is not None and "freeze-thaw" in args.optimizers:
+        from pfn.surrogate import Surrogate
+
+        Surrogate.load(args.checkpoint)  # fail before any work if it is missing or invalid
+    optimizers = [
+        FreezeThawOptimizer(checkpoint=args.checkpoint)
+        if name == "freeze-thaw" and args.checkpoint is not None
+        else name
+        for name in args.optimizers
+    ]
     result = evaluate_hpo(
         args.data,
-        optimizers=args.optimizers,
+        optimizers=optimizers,
         seeds=args.seeds,
         budget=args.budget,
         tables=args.tasks,

@@ -9,9 +9,11 @@ one epoch, the metric is the validation accuracy (in [0, 1], higher is better).
    ``freeze_thaw.png`` and prints the runs table and the best configuration.
 2. **Predicting final accuracy from a few epochs.** Random configurations are trained for a few
    epochs, :meth:`pfn.surrogate.Surrogate.predict_final` predicts each one's accuracy at the last
-   epoch from the partial curves, and then they are trained to the end for the truth. Writes
-   ``extrapolation.png``. These full-length runs are also what random search buys with the same
-   budget of epochs, so they are the baseline the freeze-thaw result is compared with.
+   epoch from the partial curves, read together with every curve of part 1 (the surrogate learns
+   from the other runs of the same task how this model's curves go on), and then they are trained
+   to the end for the truth. Writes ``extrapolation.png``. These full-length runs are also what
+   random search buys with the same budget of epochs, so they are the baseline the freeze-thaw
+   result is compared with.
 
 Everything is seeded: the data split, every run's initialisation, shuffling and dropout (a run's
 seed is a hash of its configuration), and the search.
@@ -276,13 +278,15 @@ def run_demo(
         print(
             f"\nPart 2: {n_full} new random configurations, each trained {seen_epochs} of "
             f"{max_epochs} epochs; the surrogate predicts their accuracy at epoch {max_epochs} "
-            "from these partial curves, then they are trained to the end.",
+            "from these partial curves and part 1's curves (one forward pass), then they are "
+            "trained to the end.",
             flush=True,
         )
         configs = space.sample(n_full, seed=seed + 1, method="random")
         rows, preds = _predict_partial_runs(
-            objective, space, surrogate, configs, seen_epochs, max_epochs
-        )
+            objective, space, surrogate, configs, seen_epochs, max_epochs,
+            context=_search_curves(search, space),
+        )  # fmt: skip
         print(_rows_table(rows))
         finite = [r for r in rows if math.isfinite(r.actual)]  # diverged runs have no truth
         mae = _mean([abs(r.predicted - r.actual) for r in finite])
@@ -356,6 +360,20 @@ def _train_full(
         return [objective(c, 0, max_epochs, Path(tmp)) for c in configs]
 
 
+def _search_curves(search: OptimizeResult, space: Space) -> list[RawRun]:
+    """Every run of the search as a :class:`RawRun` (a failure's step is a NaN: diverged)."""
+    steps: dict[int, list[int]] = {r.id: [] for r in search.runs}
+    values: dict[int, list[float]] = {r.id: [] for r in search.runs}
+    for rec in search.history:
+        steps[rec.trial].append(rec.step)
+        values[rec.trial].append(math.nan if rec.value is None else rec.value)
+    return [
+        RawRun(np.asarray(steps[r.id]), np.asarray(values[r.id]), space.encode(r.config))
+        for r in search.runs
+        if steps[r.id]
+    ]
+
+
 def _predict_partial_runs(
     objective: DigitsMLP,
     space: Space,
@@ -363,26 +381,32 @@ def _predict_partial_runs(
     configs: Sequence[Mapping[str, Any]],
     seen_epochs: int,
     max_epochs: int,
+    *,
+    context: Sequence[RawRun] = (),
 ) -> tuple[list[PartialRunRow], list[FinalPrediction]]:
-    """Train each config ``seen_epochs``, predict its final accuracy, then train it to the end."""
+    """Train each config ``seen_epochs``, predict its final accuracy, then train it to the end.
+
+    ``context``: other runs of the same task (part 1's curves), read in the same forward pass.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / str(i) for i in range(len(configs))]
         seen = []
         for config, d in zip(configs, dirs, strict=True):
             d.mkdir()
             seen.append(objective(config, 0, seen_epochs, d))
-        # One forward pass over all partial runs; every run is queried at epochs seen..max.
+        # One forward pass over the partial runs and the context runs; every run is queried at
+        # epochs seen..max, and the partial runs' predictions are the first ones.
         preds = surrogate.predict_final(
             [
                 RawRun(np.arange(1, seen_epochs + 1), v, space.encode(c))
                 for c, v in zip(configs, seen, strict=True)
-            ],
+            ] + list(context),
             max_step=max_epochs,
             higher_is_better=True,
             lower_bound=0.0,
             upper_bound=1.0,
             steps=np.arange(seen_epochs, max_epochs + 1),
-        )
+        )[: len(configs)]
         rows = []
         for config, d, v, p in zip(configs, dirs, seen, preds, strict=True):
             rest = (

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from bo.freeze_thaw import FreezeThawConfig
 from pfn.curve_table import CurveTable, read_curve_tables
 from pfn.scaling import MetricScaler
 
@@ -405,20 +406,29 @@ def _train_trial(trial, objective: TableObjective, row: int) -> tuple:
 class FreezeThawOptimizer(TabularOptimizer):
     """The product: :class:`bo.freeze_thaw.FreezeThaw` choosing among the table's rows.
 
-    Every row is a candidate configuration; each decision scores all unstarted rows and every
-    paused run. A NaN read where the run is over (crashed / diverged) is told as a failure; a NaN
-    in a gap of a run that goes on is told as a diverged value (+inf for a loss), since the
-    optimiser takes a value at every step.
+    Every row is a candidate configuration; each decision scores every paused run and the pool
+    of unstarted rows that ``config`` asks for (by default one random row, as a user's
+    :class:`~bo.freeze_thaw.FreezeThaw` gets; ``FreezeThawConfig(n_candidates=1000)`` scores all
+    of TaskSet's rows, as ifBO does). A NaN read where the run is over (crashed / diverged) is
+    told as a failure; a NaN in a gap of a run that goes on is told as a diverged value (+inf for
+    a loss), since the optimiser takes a value at every step.
     """
 
     name = "freeze-thaw"
 
-    def __init__(self, *, acquisition: str = "mfpi-random", checkpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        acquisition: str = "mfpi-random",
+        checkpoint: str | None = None,
+        config: FreezeThawConfig | None = None,
+    ) -> None:
         self.acquisition, self.checkpoint = acquisition, checkpoint
+        self.config = config  # None: the optimiser's defaults, as a user gets them
         self._surrogate = None
 
     def run(self, objective: TableObjective, *, seed: int) -> None:
-        from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, NothingToAsk
+        from bo.freeze_thaw import FreezeThaw, NothingToAsk
         from bo.space import CandidateTable
         from pfn.surrogate import Surrogate
 
@@ -436,7 +446,7 @@ class FreezeThawOptimizer(TabularOptimizer):
             surrogate=self._surrogate,
             acquisition=self.acquisition,
             seed=seed,
-            config=FreezeThawConfig(n_candidates=max(1, objective.n_rows)),
+            config=self.config or FreezeThawConfig(),
         )
         while not objective.exhausted:
             try:

@@ -8,5 +8,6 @@
 
 from priors.batch import CurveBatch
 from priors.registry import PRIOR_NAMES, make_prior
+from priors.threaded import ThreadedPrior
 
-__all__ = ["PRIOR_NAMES", "CurveBatch", "make_prior"]
+__all__ = ["PRIOR_NAMES", "CurveBatch", "ThreadedPrior", "make_prior"]

@@ -52,6 +52,12 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
         "--max-hps", type=_non_negative_int, default=None, help="hyperparameter slots D"
     )
     sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to sample")
+    sample.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        help="threads sampling parts of each batch (priors.threaded; default 2, 1: plain)",
+    )
     sample.set_defaults(func=_sample)
 
     plot = sub.add_parser("plot", help="plot the curves of a few sampled tasks")
@@ -75,6 +81,10 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda: CUDA is not available on this machine")
     overrides = {} if args.max_hps is None else {"max_hps": args.max_hps}
     prior = make_prior(args.prior, **overrides)
+    if args.workers > 1:
+        from priors.threaded import ThreadedPrior
+
+        prior = ThreadedPrior(prior, args.workers)
     info = write_tasks(
         args.out,
         prior,

@@ -15,6 +15,11 @@ distinct steps drawn uniformly from ``k+1..n``. The draw is simulated exactly as
 race of the slots, with binomial counts per curve up to a time that yields about ``seq_len``
 arrivals, so no loop over tokens or tasks is needed.
 
+Beyond the reference (off by default): ``stall_task_prob > 0`` gives that share of tasks a
+share ``U(0, max_stall_share)`` of **stalled** configurations (``stall``): those whose asymptote
+uniform falls below the share, so a smooth region of the hyperparameter space, stay flat at the
+start value with less noise, as dead runs do in real searches.
+
 Shape legend: B tasks, N candidate configurations, C curves touched by tokens (padded), T tokens,
 D hyperparameter slots, K = 4 basis curves.
 """
@@ -22,7 +27,7 @@ D hyperparameter slots, K = 4 basis curves.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -52,6 +57,11 @@ class FTPFNPriorConfig:
     max_log10_concentration: float = -1.0
     weight_floor: float = 1e-9  # added to the Gamma(c, scale c) curve weights (as in ifBO)
     ceiling_prob: float = 0.25  # probability that the ceiling is max(u1, u2) instead of 1
+    # Stalled runs (not in the reference prior; 0 reproduces it): with this probability a task has
+    # a share ~ U(0, max_stall_share) of configurations that never learn (see `stall`).
+    stall_task_prob: float = 0.0
+    max_stall_share: float = 0.8
+    stall_noise_factor: float = 0.1  # a stalled run's noise std = this x its drawn std
     mlp: RandomMLPConfig = field(default_factory=RandomMLPConfig)  # per-task random network
 
     def __post_init__(self) -> None:
@@ -83,8 +93,11 @@ class FTPFNPriorConfig:
             raise ValueError("max_log10_concentration is below min_log10_concentration")
         if self.weight_floor < 0:
             raise ValueError(f"weight_floor must be >= 0, got {self.weight_floor}")
-        if not 0.0 <= self.ceiling_prob <= 1.0:
-            raise ValueError(f"ceiling_prob must be in [0, 1], got {self.ceiling_prob}")
+        for name in ("ceiling_prob", "stall_task_prob", "max_stall_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.stall_noise_factor < 0:
+            raise ValueError(f"stall_noise_factor must be >= 0, got {self.stall_noise_factor}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``FTPFNPriorConfig(**d)`` rebuilds the config."""
@@ -100,6 +113,7 @@ class TaskDraw:
     y0: Tensor  # (B,) start value shared by the task's curves
     ymax: Tensor  # (B,) ceiling of the asymptotes
     log_concentration: Tensor  # (B,) natural log of the Dirichlet concentration of curve weights
+    stall_share: Tensor | None = None  # (B,) share of stalled configurations; None: no stalling
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,7 @@ class ConfigParameters:
     hp_mask: Tensor  # (B, D) bool
     row_mask: Tensor  # (B, M) bool: real configurations
     params: CurveParams  # fields (R,) or (R, K): the R real rows, packed in (b, m) order
+    stalled: Tensor | None = None  # (R,) bool: the row never learns (`stall`); None: no stalling
 
 
 def parameters_from_uniforms(u: Tensor, *, y0: Tensor, ymax: Tensor) -> CurveParams:
@@ -157,6 +172,24 @@ def parameters_from_uniforms(u: Tensor, *, y0: Tensor, ymax: Tensor) -> CurvePar
     )
 
 
+def stall(params: CurveParams, stalled: Tensor, *, noise_factor: float) -> CurveParams:
+    """Make the ``stalled`` rows runs that never learn: flat at their start value, quieter.
+
+    Real searches are full of such runs (a learning rate too small, a network dead at
+    initialisation: on TaskSet 7-68% of the runs sit at ln 2 for all 50 evaluations), and the
+    reference prior has none: its flattest curves are slow risers with typical noise, so a
+    network trained on it keeps expecting a perfectly flat run to take off. A stalled row keeps its
+    start value ``y0`` at every step (``yinf = y0``, no post-saturation bend) and its noise std is
+    multiplied by ``noise_factor``. Fields are (R,) or (R, K); ``stalled`` is (R,) bool.
+    """
+    return replace(
+        params,
+        yinf=torch.where(stalled, params.y0, params.yinf),
+        rate=torch.where(stalled[:, None], torch.ones_like(params.rate), params.rate),
+        sigma=torch.where(stalled, params.sigma * noise_factor, params.sigma),
+    )
+
+
 class FTPFNPrior:
     """The FT-PFN prior over learning-curve tasks (implements ``priors.base.Prior``)."""
 
@@ -189,7 +222,13 @@ class FTPFNPrior:
         )
         c_lo, c_hi = cfg.min_log10_concentration, cfg.max_log10_concentration
         log_conc = _LN10 * (c_lo + (c_hi - c_lo) * u[:, 4])
-        return TaskDraw(n_hps, length, y0, ymax, log_conc)
+        stall_share = None
+        if cfg.stall_task_prob > 0:  # drawn only then: the reference prior's streams are unchanged
+            v = torch.rand(batch_size, 2, generator=generator, device=dev)
+            stall_share = torch.where(
+                v[:, 0] < cfg.stall_task_prob, cfg.max_stall_share * v[:, 1], torch.zeros_like(y0)
+            )
+        return TaskDraw(n_hps, length, y0, ymax, log_conc, stall_share)
 
     def config_parameters(
         self, tasks: TaskDraw, rows: Tensor, n_rows: int, *, generator: torch.Generator
@@ -223,7 +262,12 @@ class FTPFNPrior:
         u = to_uniform(raw[row_mask], self._table(dev))  # (R, 23)
         task = torch.arange(b, device=dev).repeat_interleave(rows)  # (R,)
         params = parameters_from_uniforms(u, y0=tasks.y0[task], ymax=tasks.ymax[task])
-        return ConfigParameters(configs, hp_mask, row_mask, params)
+        stalled = None
+        if tasks.stall_share is not None:
+            # The configurations whose asymptote would have been the lowest: smooth in λ.
+            stalled = u[:, 0] < tasks.stall_share[task]
+            params = stall(params, stalled, noise_factor=self.config.stall_noise_factor)
+        return ConfigParameters(configs, hp_mask, row_mask, params, stalled)
 
     def sample_parameters(
         self, batch_size: int, n_rows: int, *, generator: torch.Generator

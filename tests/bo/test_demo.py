@@ -101,6 +101,33 @@ def test_quick_demo_numbers_are_consistent(quick_runs):
     )
 
 
+def test_part_two_reads_part_one_curves(quick_runs):
+    from bo.demo import _search_curves
+    from pfn.surrogate import RawRun, Surrogate
+
+    result, _ = quick_runs[0]
+    space = digits_space()
+    context = _search_curves(result.search, space)
+    # every told step of part 1, per run, in order (failures as NaN)
+    assert sum(len(r.steps) for r in context) == len(result.search.history)
+    for run, raw in zip((r for r in result.search.runs if r.steps), context, strict=True):
+        told = [h for h in result.search.history if h.trial == run.id]
+        assert list(raw.steps) == [h.step for h in told]
+        np.testing.assert_array_equal(raw.config, space.encode(run.config))
+    # the printed predictions are those of one pass over part 2's partial runs and part 1's runs
+    partial = [
+        RawRun(np.arange(1, r.seen_epochs + 1), np.asarray(r.curve[: r.seen_epochs]),
+               space.encode(r.config))
+        for r in result.rows
+    ]  # fmt: skip
+    kw = dict(max_step=6, higher_is_better=True, lower_bound=0.0, upper_bound=1.0)
+    surrogate = Surrogate.load()
+    with_context = surrogate.predict_final(partial + context, **kw)[: len(partial)]
+    alone = surrogate.predict_final(partial, **kw)
+    assert [p.final for p in with_context] == pytest.approx([r.predicted for r in result.rows])
+    assert [p.final for p in alone] != pytest.approx([r.predicted for r in result.rows])
+
+
 def test_quick_demo_is_deterministic(quick_runs):
     (a, _), (b, _) = quick_runs
     assert a.search.history == b.search.history

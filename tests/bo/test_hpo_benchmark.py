@@ -294,6 +294,19 @@ def test_cli_writes_the_report(curve_file, tmp_path, capsys):
     assert len(payload["mean_regret"]["asha"]) == 120
 
 
+def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
+    curve_file, tiny_checkpoint_path, tmp_path, capsys
+):
+    out = tmp_path / "hpo"
+    args = ["evaluate", "hpo", "--data", str(curve_file), "--seeds", "1", "--budget", "30"]
+    args += ["--optimizers", "freeze-thaw", "--checkpoint", str(tiny_checkpoint_path)]
+    assert main(args + ["--out", str(out)]) == 0
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["optimizers"] == ["freeze-thaw"]
+    assert main(args[:-1] + [str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):
     args = ["evaluate", "hpo", "--data", str(curve_file), "--optimizers", "random,bogus"]
     assert main(args + ["--out", str(tmp_path)]) == 2

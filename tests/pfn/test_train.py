@@ -30,6 +30,14 @@ def test_train_config_round_trip(name):
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+@pytest.mark.parametrize("name", ["cpu", "small", "base"])
+def test_presets_train_on_the_prior_with_stalled_runs(name):
+    prior = make_prior(**train_config(name).prior)
+    ftpfn = [p for p in prior.priors if hasattr(p.config, "stall_task_prob")]
+    assert len(ftpfn) == 1 and ftpfn[0].config.stall_task_prob == 0.5
+    assert train_config("tiny").prior == {"name": "ftpfn", "seq_len": 200, "n_configs": 50}
+
+
 def test_bad_configs_name_the_field():
     with pytest.raises(ValueError, match="unknown train config"):
         train_config("huge")

@@ -11,7 +11,7 @@ from scipy import stats
 
 from priors.base import Prior
 from priors.curves import CurveParams, mean_curve
-from priors.ftpfn import FTPFNPrior, FTPFNPriorConfig, parameters_from_uniforms
+from priors.ftpfn import FTPFNPrior, FTPFNPriorConfig, parameters_from_uniforms, stall
 
 KS_P = 1e-3
 
@@ -179,6 +179,9 @@ def test_small_task_sizes():
         ({"n_configs": 2, "max_curve_length": 10}, "seq_len"),
         ({"weight_floor": -1.0}, "weight_floor"),
         ({"ceiling_prob": 2.0}, "ceiling_prob"),
+        ({"stall_task_prob": -0.1}, "stall_task_prob"),
+        ({"max_stall_share": 1.5}, "max_stall_share"),
+        ({"stall_noise_factor": -1.0}, "stall_noise_factor"),
         ({"min_log10_concentration": 0.0}, "max_log10_concentration"),
     ],
 )
@@ -218,3 +221,76 @@ def test_reference_statistics_10k_tasks():
     mean, below = _final_value_stats(10_000, 4)
     assert 0.47 - 0.03 < mean < 0.47 + 0.03
     assert 0.22 < below < 0.40
+
+
+# ---- stalled runs (our addition to the reference prior) ----------------------------------------
+
+
+def test_stall_makes_rows_flat_at_their_start_value_and_quieter():
+    u = torch.rand(6, 23, generator=_gen(0)).clamp(1e-6, 1 - 1e-6)
+    p = parameters_from_uniforms(u, y0=torch.tensor(0.3), ymax=torch.tensor(0.9))
+    stalled = torch.tensor([True, False, True, False, False, True])
+    q = stall(p, stalled, noise_factor=0.1)
+    t = torch.linspace(0.01, 1.0, 50)
+    flat = mean_curve(CurveParams(**{f.name: getattr(q, f.name)[:, None]
+                                     for f in dataclasses.fields(q)}), t)  # (6, 50)
+    assert torch.allclose(flat[stalled], torch.full((3, 50), 0.3), atol=1e-6)
+    assert (flat[~stalled].amax(1) - flat[~stalled].amin(1) > 1e-3).all()  # the others still move
+    assert torch.allclose(q.sigma[stalled], 0.1 * p.sigma[stalled])
+    assert torch.equal(q.sigma[~stalled], p.sigma[~stalled])
+    assert torch.equal(q.yinf[~stalled], p.yinf[~stalled])
+
+
+def test_stall_off_by_default_keeps_the_reference_streams():
+    ref = FTPFNPrior().sample(2, generator=_gen(5))
+    off = FTPFNPrior(FTPFNPriorConfig(stall_task_prob=0.0, max_stall_share=0.5)).sample(
+        2, generator=_gen(5)
+    )
+    assert torch.equal(ref.y, off.y) and torch.equal(ref.configs, off.configs)
+    assert FTPFNPrior().sample_parameters(3, 10, generator=_gen(1)).stalled is None
+
+
+def test_stalled_share_per_task_and_smooth_in_the_configuration():
+    prior = FTPFNPrior(FTPFNPriorConfig(stall_task_prob=1.0, max_stall_share=0.8, max_task_hps=2))
+    gen = _gen(2)
+    tasks = prior.draw_tasks(400, generator=gen)
+    assert tasks.stall_share is not None
+    share = tasks.stall_share
+    assert (share >= 0).all() and (share <= 0.8).all()
+    assert stats.kstest(share.numpy() / 0.8, "uniform").pvalue > KS_P
+    rows = torch.full((400,), 200)
+    cp = prior.config_parameters(tasks, rows, 200, generator=gen)
+    stalled = cp.stalled.view(400, 200).float()
+    # A task's networks are smooth, so within a task the stalled fraction scatters around its
+    # share; over tasks the ECDF makes it exact on average, and it follows the share.
+    frac = stalled.mean(1)
+    assert abs(frac.mean() - share.mean()) < 0.05
+    assert torch.corrcoef(torch.stack([frac, share]))[0, 1] > 0.3
+    # Smooth in λ: a configuration's nearest neighbour shares its state more often than chance.
+    x = cp.configs[:, :, :2]  # (400, 200, 2); padded slots are 0 in every row
+    dist = torch.cdist(x, x) + torch.eye(200) * 10
+    nn_state = stalled.gather(1, dist.argmin(2))
+    mixed = (share > 0.2) & (share < 0.6)
+    agree = (nn_state == stalled)[mixed].float().mean()
+    p = stalled[mixed].mean()
+    assert agree > (p**2 + (1 - p) ** 2) + 0.1
+    # Stalled rows are flat at y0; the batch's curves of stalled rows have tiny spread.
+    y0 = tasks.y0.repeat_interleave(rows)
+    assert torch.equal(cp.params.yinf[cp.stalled], y0[cp.stalled])
+
+
+def test_stalled_curves_in_a_batch_are_flat():
+    prior = FTPFNPrior(FTPFNPriorConfig(stall_task_prob=1.0, max_stall_share=0.8, seq_len=400,
+                                        n_configs=100))
+    batch = prior.sample(8, generator=_gen(3))
+    # Per curve, the spread of its observed values; stalled curves have noise std ~0.1 x the usual.
+    y = batch.y
+    spreads = []
+    for b in range(8):
+        for c in batch.curve[b].unique():
+            v = y[b][batch.curve[b] == c]
+            if v.numel() >= 5:
+                spreads.append(float(v.std()))
+    spreads = torch.tensor(spreads)
+    # A sizeable share of curves is almost constant (stalled), which the reference prior lacks.
+    assert (spreads < 2e-3).float().mean() > 0.1
