@@ -75,11 +75,12 @@ class FreezeThawConfig:
     ifBO scores a pool of thousands, but the argmax of the acquisition over thousands of unseen
     configurations picks those whose prediction is most optimistic, and with our CPU-trained
     surrogate these were the corners of the hyperparameter space, rarely the good configurations
-    (on TaskSet's GRU task 0% of its picks against a 4.6% base rate). Measured with
-    ``curvepfn evaluate hpo`` on ``taskset_dev.h5`` (7 tasks, mean normalised regret at budgets
-    100/300/1000): pool of 1000 0.36/0.27/0.22, pool of 8 0.19/0.16/0.12, pool of 1
-    0.19/0.13/0.07 (see the note of the session that changed it). Larger pools remain available:
-    ``FreezeThawConfig(n_candidates=2000)``.
+    (on TaskSet's GRU task 0% of its picks against a 4.6% base rate). Measured on
+    ``taskset_dev.h5`` (7 tasks, mean normalised regret at budgets 100/300/1000, same seeds
+    within a row): all 1000 rows 0.36/0.27/0.22 against 0.20/0.17/0.08 for a pool of one
+    (previous surrogate, seed 0); a pool of 8 0.26/0.21/0.18 against 0.22/0.17/0.10 for a pool
+    of one (shipped surrogate, seeds 1-2); ``curvepfn evaluate hpo --seeds 10`` with the pool of
+    one: 0.23/0.16/0.10. Larger pools remain available: ``FreezeThawConfig(n_candidates=2000)``.
     """
 
     n_candidates: int = 1  # new configurations per decision (or table rows sampled)
