@@ -111,9 +111,10 @@ class TrainConfig:
 
 TRAIN_CONFIGS = ("tiny", "cpu", "small", "base")
 
-# The prior of the CPU/GPU presets: the reference mixture, plus stalled runs in half of the FT-PFN
-# tasks (`priors.ftpfn.stall`; measured on TaskSet, see checkpoints/README.md).
+
 def _preset_prior() -> dict:
+    """The prior of the CPU/GPU presets: the reference mixture, plus stalled runs in half of the
+    FT-PFN tasks (``priors.ftpfn.stall``; measured on TaskSet, see ``checkpoints/README.md``)."""
     return {"name": "mixture", "ftpfn": {"stall_task_prob": 0.5}}
 
 
