@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bo.acquisition import ACQUISITIONS
 from pfn import cli as pfn_cli
 from priors import cli as priors_cli
 
@@ -63,6 +64,12 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo.add_argument(
         "--checkpoint", default=None, help="surrogate of freeze-thaw (default: shipped)"
     )
+    hpo.add_argument(
+        "--acquisition",
+        choices=ACQUISITIONS,
+        default="mfpi-random",
+        help="acquisition of freeze-thaw (default: mfpi-random)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
@@ -80,8 +87,8 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
 
         Surrogate.load(args.checkpoint)  # fail before any work if it is missing or invalid
     optimizers = [
-        FreezeThawOptimizer(checkpoint=args.checkpoint)
-        if name == "freeze-thaw" and args.checkpoint is not None
+        FreezeThawOptimizer(checkpoint=args.checkpoint, acquisition=args.acquisition)
+        if name == "freeze-thaw"
         else name
         for name in args.optimizers
     ]

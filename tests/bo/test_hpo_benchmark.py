@@ -305,6 +305,12 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert payload["optimizers"] == ["freeze-thaw"]
     assert main(args[:-1] + [str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # another acquisition: a different search on the same seed
+    assert main(args + ["--acquisition", "ucb-random", "--out", str(tmp_path / "ucb")]) == 0
+    ucb = json.loads((tmp_path / "ucb" / "results.json").read_text())
+    assert ucb["mean_regret"] != payload["mean_regret"] or ucb["runs"] != payload["runs"]
+    with pytest.raises(SystemExit):
+        main(args + ["--acquisition", "bogus", "--out", str(out)])
 
 
 def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):
