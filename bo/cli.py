@@ -70,11 +70,18 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         default="mfpi-random",
         help="acquisition of freeze-thaw (default: mfpi-random)",
     )
+    hpo.add_argument(
+        "--score-range",
+        choices=("bounds", "data"),
+        default="bounds",
+        help="freeze-thaw's score map: from the metric's bounds (default) or the observed values",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
 
 def _evaluate_hpo(args: argparse.Namespace) -> int:
+    from bo.freeze_thaw import FreezeThawConfig
     from bo.hpo_benchmark import (
         FreezeThawOptimizer,
         evaluate_hpo,
@@ -87,7 +94,11 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
 
         Surrogate.load(args.checkpoint)  # fail before any work if it is missing or invalid
     optimizers = [
-        FreezeThawOptimizer(checkpoint=args.checkpoint, acquisition=args.acquisition)
+        FreezeThawOptimizer(
+            checkpoint=args.checkpoint,
+            acquisition=args.acquisition,
+            config=FreezeThawConfig(score_range=args.score_range),
+        )
         if name == "freeze-thaw"
         else name
         for name in args.optimizers

@@ -87,10 +87,18 @@ class FreezeThawConfig:
     share_sobol: float = 0.5  # of n_candidates: a fresh scrambled Sobol sample
     share_local: float = 0.25  # perturbations of the incumbent (the rest: uniform random)
     local_scale: float = 0.1  # std of the perturbations in the encoded space
+    # Score map of each decision (pfn.scaling.MetricScaler.fit_runs): "bounds" makes a known bound
+    # of the metric an end of the score range (a loss's 0 scores 1); "data" fits both ends to the
+    # observed values (the best one scores 0.9, a known bound is ignored), so the runs' range
+    # spreads over more of the surrogate's [0, 1] even when the bound is far from any reachable
+    # value, as a loss's 0 is.
+    score_range: str = "bounds"
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        if self.score_range not in ("bounds", "data"):
+            raise ValueError(f"score_range must be 'bounds' or 'data', got {self.score_range!r}")
         if not (0 <= self.share_sobol and 0 <= self.share_local and
                 self.share_sobol + self.share_local <= 1):  # fmt: skip
             raise ValueError("share_sobol and share_local must be >= 0 and sum to <= 1")
@@ -324,11 +332,12 @@ class FreezeThaw:
 
     def _scaler(self) -> MetricScaler:
         runs = [r.values for r in self._runs if any(math.isfinite(v) for v in r.values)]
+        bounded = self.config.score_range == "bounds"
         return MetricScaler.fit_runs(
             runs or [[0.0]],
             higher_is_better=not self.minimize,
-            lower_bound=self.lower_bound,
-            upper_bound=self.upper_bound,
+            lower_bound=self.lower_bound if bounded else None,
+            upper_bound=self.upper_bound if bounded else None,
         )
 
     def _decide(self, rng: np.random.Generator) -> _Run:
@@ -488,6 +497,7 @@ class FreezeThaw:
                 "share_sobol": self.config.share_sobol,
                 "share_local": self.config.share_local,
                 "local_scale": self.config.local_scale,
+                **({} if self.config.score_range == "bounds" else {"score_range": "data"}),
             },
         }
 

@@ -135,6 +135,33 @@ def test_bad_settings(tiny):
         FreezeThaw(wide, max_steps=3, surrogate=tiny)
 
 
+def test_score_range_from_bounds_or_from_the_data(tiny, tmp_path):
+    with pytest.raises(ValueError, match="score_range"):
+        FreezeThawConfig(score_range="auto")
+    values = [0.9, 0.7, 0.62, 0.6, 0.75]  # losses; the best, 0.6, is far from the bound 0
+    scalers = {}
+    for mode in ("bounds", "data"):
+        ft = FreezeThaw(SPACE, max_steps=5, minimize=True, lower_bound=0.0, surrogate=tiny,
+                        config=FreezeThawConfig(n_candidates=4, score_range=mode))  # fmt: skip
+        for v in values:
+            trial = ft.ask()
+            ft.tell(trial, v)
+        scalers[mode] = ft._scaler()
+    by_bounds, by_data = (scalers[m].to_score(np.array([0.0, 0.6, 0.9])) for m in scalers)
+    assert by_bounds[0] == pytest.approx(1.0)  # the bound is the score-1 end
+    assert by_bounds[1] < 0.9  # so the best run sits well below it
+    assert by_data[1] == pytest.approx(0.9)  # the best run is the soft best end
+    assert by_data[0] < 1.0  # the bound is only squashed into the top tail
+    # the runs' range covers more of [0, 1]
+    assert by_data[1] - by_data[2] > by_bounds[1] - by_bounds[2]
+    # a journal remembers the setting
+    FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
+               config=FreezeThawConfig(n_candidates=4, score_range="data")).close()  # fmt: skip
+    with pytest.raises(ValueError, match="other settings"):
+        FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
+                   config=FreezeThawConfig(n_candidates=4))  # fmt: skip
+
+
 def test_state_dir_resumes_exactly(tiny, tmp_path):
     def run(ft: FreezeThaw, n: int) -> list[Trial]:
         out = []
