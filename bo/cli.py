@@ -73,8 +73,8 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo.add_argument(
         "--score-range",
         choices=("bounds", "data"),
-        default="bounds",
-        help="freeze-thaw's score map: from the metric's bounds (default) or the observed values",
+        default="data",
+        help="freeze-thaw's score map: from the observed values (default) or the metric's bounds",
     )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)

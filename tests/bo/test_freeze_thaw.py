@@ -155,8 +155,9 @@ def test_score_range_from_bounds_or_from_the_data(tiny, tmp_path):
     # the runs' range covers more of [0, 1]
     assert by_data[1] - by_data[2] > by_bounds[1] - by_bounds[2]
     # a journal remembers the setting
+    assert FreezeThawConfig().score_range == "data"  # the default
     FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
-               config=FreezeThawConfig(n_candidates=4, score_range="data")).close()  # fmt: skip
+               config=FreezeThawConfig(n_candidates=4, score_range="bounds")).close()  # fmt: skip
     with pytest.raises(ValueError, match="other settings"):
         FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
                    config=FreezeThawConfig(n_candidates=4))  # fmt: skip

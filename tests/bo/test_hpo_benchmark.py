@@ -311,8 +311,8 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert ucb["mean_regret"] != payload["mean_regret"] or ucb["runs"] != payload["runs"]
     with pytest.raises(SystemExit):
         main(args + ["--acquisition", "bogus", "--out", str(out)])
-    # scores fitted to the data: another search on the same seed
-    assert main(args + ["--score-range", "data", "--out", str(tmp_path / "data")]) == 0
+    # scores from the bounds: another search on the same seed
+    assert main(args + ["--score-range", "bounds", "--out", str(tmp_path / "data")]) == 0
     data = json.loads((tmp_path / "data" / "results.json").read_text())
     assert data["mean_regret"] != payload["mean_regret"] or data["runs"] != payload["runs"]
 
