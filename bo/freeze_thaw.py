@@ -79,8 +79,9 @@ class FreezeThawConfig:
     ``taskset_dev.h5`` (7 tasks, mean normalised regret at budgets 100/300/1000, same seeds
     within a row): all 1000 rows 0.36/0.27/0.22 against 0.20/0.17/0.08 for a pool of one
     (previous surrogate, seed 0); a pool of 8 0.26/0.21/0.18 against 0.22/0.17/0.10 for a pool
-    of one (shipped surrogate, seeds 1-2); ``curvepfn evaluate hpo --seeds 10`` with the pool of
-    one: 0.23/0.16/0.10. Larger pools remain available: ``FreezeThawConfig(n_candidates=2000)``.
+    of one (shipped surrogate, seeds 1-2); ``curvepfn evaluate hpo --seeds 10 --score-range
+    bounds`` with the pool of one: 0.23/0.16/0.10. Larger pools remain available:
+    ``FreezeThawConfig(n_candidates=2000)``. (All with ``score_range="bounds"``.)
     """
 
     n_candidates: int = 1  # new configurations per decision (or table rows sampled)
