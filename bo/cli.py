@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from bo.acquisition import ACQUISITIONS
+from bo.freeze_thaw import SCORE_RANGES
 from pfn import cli as pfn_cli
 from priors import cli as priors_cli
 
@@ -72,8 +73,8 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     )
     hpo.add_argument(
         "--score-range",
-        choices=("bounds", "data"),
-        default="data",
+        choices=SCORE_RANGES,
+        default=SCORE_RANGES[0],
         help="freeze-thaw's score map: from the observed values (default) or the metric's bounds",
     )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")

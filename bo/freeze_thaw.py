@@ -59,7 +59,18 @@ from bo.space import CandidateTable, Space
 from pfn.scaling import MetricScaler
 from pfn.surrogate import Surrogate
 
-__all__ = ["FreezeThaw", "FreezeThawConfig", "Incumbent", "NothingToAsk", "Record", "Trial"]
+__all__ = [
+    "SCORE_RANGES",
+    "FreezeThaw",
+    "FreezeThawConfig",
+    "Incumbent",
+    "NothingToAsk",
+    "Record",
+    "Trial",
+]
+
+
+SCORE_RANGES = ("data", "bounds")  # FreezeThawConfig.score_range: the default first
 
 
 class NothingToAsk(RuntimeError):
@@ -100,8 +111,8 @@ class FreezeThawConfig:
     def __post_init__(self) -> None:
         if self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
-        if self.score_range not in ("bounds", "data"):
-            raise ValueError(f"score_range must be 'bounds' or 'data', got {self.score_range!r}")
+        if self.score_range not in SCORE_RANGES:
+            raise ValueError(f"score_range must be one of {SCORE_RANGES}, got {self.score_range!r}")
         if not (0 <= self.share_sobol and 0 <= self.share_local and
                 self.share_sobol + self.share_local <= 1):  # fmt: skip
             raise ValueError("share_sobol and share_local must be >= 0 and sum to <= 1")
