@@ -113,9 +113,20 @@ TRAIN_CONFIGS = ("tiny", "cpu", "small", "base")
 
 
 def _preset_prior() -> dict:
-    """The prior of the CPU/GPU presets: the reference mixture, plus stalled runs in half of the
-    FT-PFN tasks (``priors.ftpfn.stall``; measured on TaskSet, see ``checkpoints/README.md``)."""
-    return {"name": "mixture", "ftpfn": {"stall_task_prob": 0.5}}
+    """The prior of the CPU/GPU presets: the reference mixture, plus, in the FT-PFN tasks, stalled
+    runs in half of them (``priors.ftpfn.stall``), up to 32 hyperparameters drawn log-uniformly,
+    a one-hot categorical in 30% and repeated runs of each configuration in 30% (see
+    ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
+    return {
+        "name": "mixture",
+        "ftpfn": {
+            "stall_task_prob": 0.5,
+            "log_uniform_hps": True,
+            "max_task_hps": 32,
+            "categorical_task_prob": 0.3,
+            "replicate_task_prob": 0.3,
+        },
+    }
 
 
 def train_config(name: str) -> TrainConfig:

@@ -15,10 +15,25 @@ distinct steps drawn uniformly from ``k+1..n``. The draw is simulated exactly as
 race of the slots, with binomial counts per curve up to a time that yields about ``seq_len``
 arrivals, so no loop over tokens or tasks is needed.
 
-Beyond the reference (off by default): ``stall_task_prob > 0`` gives that share of tasks a
-share ``U(0, max_stall_share)`` of **stalled** configurations (``stall``): those whose asymptote
-uniform falls below the share, so a smooth region of the hyperparameter space, stay flat at the
-start value with less noise, as dead runs do in real searches.
+Beyond the reference (all off by default, so the reference prior and its random streams are
+unchanged):
+
+* ``stall_task_prob > 0`` gives that share of tasks a share ``U(0, max_stall_share)`` of
+  **stalled** configurations (``stall``): those whose asymptote uniform falls below the share, so
+  a smooth region of the hyperparameter space, stay flat at the start value with less noise, as
+  dead runs do in real searches.
+* ``log_uniform_hps`` draws ``d`` log-uniformly, so that tasks with many hyperparameters (up to
+  every slot) are seen without drowning the common small ones; the reference stops at 10 and
+  leaves the network's other slots untrained.
+* ``categorical_task_prob > 0`` gives that share of tasks one **categorical** hyperparameter:
+  ``k ~ U{2..max_categories}`` adjacent slots at a random offset hold a one-hot vector (the
+  encoding of ``bo.space.Categorical`` and ``pfn.curve_table``), so each category gets its own,
+  arbitrary region of curve shapes (``d`` grows to ``k`` if needed).
+* ``replicate_task_prob > 0`` gives that share of tasks **repeated runs**: rows come in groups of
+  ``r ~ U{2..max_replicates}`` with the same configuration (as repeated seeds in LCDB or a user's
+  re-runs), and each run's 23 curve-parameter uniforms are moved by a seed effect
+  ``u -> Φ(Φ⁻¹(u) + s ε)``, ``ε ~ N(0, 1)``, ``s = 10^U(min_log10_seed_std, max_log10_seed_std)``
+  per task, so repeated runs agree in shape up to the task's seed-to-seed spread.
 
 Shape legend: B tasks, N candidate configurations, C curves touched by tokens (padded), T tokens,
 D hyperparameter slots, K = 4 basis curves.
@@ -62,6 +77,14 @@ class FTPFNPriorConfig:
     stall_task_prob: float = 0.0
     max_stall_share: float = 0.8
     stall_noise_factor: float = 0.1  # a stalled run's noise std = this x its drawn std
+    # Hyperparameter counts, categoricals and repeated runs (not in the reference; off by default).
+    log_uniform_hps: bool = False  # d = min_hps - 1 + floor(exp(U(0, ln(max_task_hps - min_hps + 2))))
+    categorical_task_prob: float = 0.0  # share of tasks with one one-hot categorical
+    max_categories: int = 20  # k ~ U{2..max_categories} (<= max_hps when categoricals are on)
+    replicate_task_prob: float = 0.0  # share of tasks whose rows come in groups of repeated runs
+    max_replicates: int = 25  # r ~ U{2..max_replicates} runs per configuration
+    min_log10_seed_std: float = -2.5  # seed effect s = 10^U(min, max), in normal-quantile units
+    max_log10_seed_std: float = -0.5
     mlp: RandomMLPConfig = field(default_factory=RandomMLPConfig)  # per-task random network
 
     def __post_init__(self) -> None:
@@ -93,7 +116,23 @@ class FTPFNPriorConfig:
             raise ValueError("max_log10_concentration is below min_log10_concentration")
         if self.weight_floor < 0:
             raise ValueError(f"weight_floor must be >= 0, got {self.weight_floor}")
-        for name in ("ceiling_prob", "stall_task_prob", "max_stall_share"):
+        if self.max_categories < 2:
+            raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
+        if self.categorical_task_prob > 0 and self.max_categories > self.max_hps:
+            raise ValueError(
+                f"max_categories={self.max_categories} exceeds max_hps={self.max_hps} (the slots)"
+            )
+        if self.max_replicates < 2:
+            raise ValueError(f"max_replicates must be >= 2, got {self.max_replicates}")
+        if self.max_log10_seed_std < self.min_log10_seed_std:
+            raise ValueError("max_log10_seed_std is below min_log10_seed_std")
+        for name in (
+            "ceiling_prob",
+            "stall_task_prob",
+            "max_stall_share",
+            "categorical_task_prob",
+            "replicate_task_prob",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.stall_noise_factor < 0:
@@ -114,6 +153,10 @@ class TaskDraw:
     ymax: Tensor  # (B,) ceiling of the asymptotes
     log_concentration: Tensor  # (B,) natural log of the Dirichlet concentration of curve weights
     stall_share: Tensor | None = None  # (B,) share of stalled configurations; None: no stalling
+    cat_offset: Tensor | None = None  # (B,) long: first slot of the categorical; None: none drawn
+    cat_size: Tensor | None = None  # (B,) long: k, its number of categories; 0: no categorical
+    replicates: Tensor | None = None  # (B,) long: r, runs per configuration; 1: no repeats
+    seed_std: Tensor | None = None  # (B,) s, the seed effect in normal-quantile units
 
 
 @dataclass(frozen=True)
@@ -190,6 +233,40 @@ def stall(params: CurveParams, stalled: Tensor, *, noise_factor: float) -> Curve
     )
 
 
+def one_hot_block(configs: Tensor, offset: Tensor, size: Tensor) -> Tensor:
+    """Turn slots ``offset[b] .. offset[b] + size[b] - 1`` of task ``b`` into a one-hot category.
+
+    ``configs`` is (B, M, d) with uniforms in [0, 1]; the category of a row is
+    ``floor(k u)`` of its uniform in the block's first slot, so it stays uniform over the ``k``
+    categories. Tasks with ``size[b] == 0`` are unchanged. Returns a new (B, M, d) tensor.
+    """
+    b, m, d = configs.shape
+    if d == 0:
+        return configs.clone()
+    col = torch.arange(d, device=configs.device)  # (d,)
+    rel = col[None, :] - offset[:, None]  # (B, d): position in the block
+    in_block = (rel >= 0) & (rel < size[:, None])  # (B, d)
+    first = configs.gather(2, offset.clamp(max=d - 1)[:, None, None].expand(b, m, 1))  # (B, M, 1)
+    cat = (first * size[:, None, None]).floor().long()
+    cat = torch.minimum(cat, (size - 1).clamp(min=0)[:, None, None])  # u = 1 -> the last one
+    onehot = (rel[:, None, :] == cat).to(configs.dtype)  # (B, M, d)
+    return torch.where(in_block[:, None, :], onehot, configs)
+
+
+def repeat_rows(configs: Tensor, replicates: Tensor) -> Tensor:
+    """Give rows ``g r .. g r + r - 1`` of task ``b`` (``r = replicates[b]``) row ``g r``'s config.
+
+    ``configs`` is (B, M, d); padded rows past a task's real rows keep whatever the source row
+    holds and are masked by the caller. Returns a new (B, M, d) tensor.
+    """
+    b, m, d = configs.shape
+    rows = torch.arange(m, device=configs.device)  # (M,)
+    parent = torch.div(rows[None, :], replicates[:, None], rounding_mode="floor") * replicates[
+        :, None
+    ]  # (B, M)
+    return configs.gather(1, parent[:, :, None].expand(b, m, d))
+
+
 class FTPFNPrior:
     """The FT-PFN prior over learning-curve tasks (implements ``priors.base.Prior``)."""
 
@@ -208,9 +285,16 @@ class FTPFNPrior:
         """Draw the task-level variables ``d``, ``n``, ``y0``, ceiling and concentration."""
         cfg = self.config
         dev = generator.device
-        n_hps = torch.randint(
-            cfg.min_hps, cfg.max_task_hps + 1, (batch_size,), generator=generator, device=dev
-        )
+        if cfg.log_uniform_hps:
+            span = math.log(cfg.max_task_hps - cfg.min_hps + 2)
+            v = torch.rand(batch_size, generator=generator, device=dev)
+            n_hps = (cfg.min_hps - 1 + torch.exp(span * v).floor().long()).clamp(
+                cfg.min_hps, cfg.max_task_hps
+            )
+        else:
+            n_hps = torch.randint(
+                cfg.min_hps, cfg.max_task_hps + 1, (batch_size,), generator=generator, device=dev
+            )
         lo, hi = math.log10(cfg.min_curve_length), math.log10(cfg.max_curve_length)
         u = torch.rand(batch_size, 5, generator=generator, device=dev)
         length = torch.exp(_LN10 * (lo + (hi - lo) * u[:, 0])).round().long()
@@ -228,7 +312,23 @@ class FTPFNPrior:
             stall_share = torch.where(
                 v[:, 0] < cfg.stall_task_prob, cfg.max_stall_share * v[:, 1], torch.zeros_like(y0)
             )
-        return TaskDraw(n_hps, length, y0, ymax, log_conc, stall_share)
+        cat_offset = cat_size = replicates = seed_std = None
+        if cfg.categorical_task_prob > 0:  # drawn only then, as above
+            v = torch.rand(batch_size, 3, generator=generator, device=dev)
+            k = 2 + (v[:, 1] * (cfg.max_categories - 1)).long().clamp(max=cfg.max_categories - 2)
+            cat_size = torch.where(v[:, 0] < cfg.categorical_task_prob, k, torch.zeros_like(k))
+            n_hps = torch.maximum(n_hps, cat_size)
+            cat_offset = (v[:, 2] * (n_hps - cat_size + 1)).long().clamp(min=0)
+            cat_offset = torch.minimum(cat_offset, n_hps - cat_size)
+        if cfg.replicate_task_prob > 0:
+            v = torch.rand(batch_size, 3, generator=generator, device=dev)
+            r = 2 + (v[:, 1] * (cfg.max_replicates - 1)).long().clamp(max=cfg.max_replicates - 2)
+            replicates = torch.where(v[:, 0] < cfg.replicate_task_prob, r, torch.ones_like(r))
+            lo_s, hi_s = cfg.min_log10_seed_std, cfg.max_log10_seed_std
+            seed_std = torch.exp(_LN10 * (lo_s + (hi_s - lo_s) * v[:, 2]))
+        return TaskDraw(
+            n_hps, length, y0, ymax, log_conc, stall_share, cat_offset, cat_size, replicates, seed_std
+        )
 
     def config_parameters(
         self, tasks: TaskDraw, rows: Tensor, n_rows: int, *, generator: torch.Generator
@@ -248,6 +348,10 @@ class FTPFNPrior:
         configs = torch.zeros(b, n_rows, d_used, device=dev).masked_scatter_(
             used, torch.rand(n_used, generator=generator, device=dev)
         )
+        if tasks.cat_size is not None and tasks.cat_offset is not None:
+            configs = one_hot_block(configs, tasks.cat_offset, tasks.cat_size) * used
+        if tasks.replicates is not None:
+            configs = repeat_rows(configs, tasks.replicates) * used
         configs = torch.nn.functional.pad(configs, (0, d - d_used))  # (B, M, D)
         mlp = draw_mlps(self.config.mlp, b, generator=generator)
         raw = evaluate_mlps(
@@ -261,6 +365,12 @@ class FTPFNPrior:
         )  # (B, M, 23)
         u = to_uniform(raw[row_mask], self._table(dev))  # (R, 23)
         task = torch.arange(b, device=dev).repeat_interleave(rows)  # (R,)
+        if tasks.replicates is not None and tasks.seed_std is not None:
+            # The seed effect, on repeated runs only (a task without repeats keeps its curves).
+            s = torch.where(tasks.replicates > 1, tasks.seed_std, torch.zeros_like(tasks.seed_std))
+            eps = torch.randn(u.shape, generator=generator, device=dev)
+            z = torch.special.ndtri(u) + s[task, None] * eps
+            u = torch.special.ndtr(z).clamp(1e-6, 1.0 - 1e-6)
         params = parameters_from_uniforms(u, y0=tasks.y0[task], ymax=tasks.ymax[task])
         stalled = None
         if tasks.stall_share is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import json
 
 import pytest
 import torch
@@ -11,7 +13,14 @@ from scipy import stats
 
 from priors.base import Prior
 from priors.curves import CurveParams, mean_curve
-from priors.ftpfn import FTPFNPrior, FTPFNPriorConfig, parameters_from_uniforms, stall
+from priors.ftpfn import (
+    FTPFNPrior,
+    FTPFNPriorConfig,
+    one_hot_block,
+    parameters_from_uniforms,
+    repeat_rows,
+    stall,
+)
 
 KS_P = 1e-3
 
@@ -183,6 +192,12 @@ def test_small_task_sizes():
         ({"max_stall_share": 1.5}, "max_stall_share"),
         ({"stall_noise_factor": -1.0}, "stall_noise_factor"),
         ({"min_log10_concentration": 0.0}, "max_log10_concentration"),
+        ({"categorical_task_prob": 1.5}, "categorical_task_prob"),
+        ({"replicate_task_prob": -0.5}, "replicate_task_prob"),
+        ({"max_categories": 1}, "max_categories"),
+        ({"max_categories": 40, "categorical_task_prob": 0.5}, "max_categories"),
+        ({"max_replicates": 1}, "max_replicates"),
+        ({"min_log10_seed_std": 0.0}, "max_log10_seed_std"),
     ],
 )
 def test_invalid_config_raises_naming_the_argument(kwargs, name):
@@ -294,3 +309,122 @@ def test_stalled_curves_in_a_batch_are_flat():
     spreads = torch.tensor(spreads)
     # A sizeable share of curves is almost constant (stalled), which the reference prior lacks.
     assert (spreads < 2e-3).float().mean() > 0.1
+
+
+# ---- many hyperparameters, categoricals, repeated runs (our additions) --------------------------
+
+
+def test_additions_off_by_default_keep_the_reference_streams():
+    ref = FTPFNPrior().sample(2, generator=_gen(5))
+    off = FTPFNPrior(
+        FTPFNPriorConfig(categorical_task_prob=0.0, replicate_task_prob=0.0, max_replicates=3)
+    ).sample(2, generator=_gen(5))
+    assert torch.equal(ref.y, off.y) and torch.equal(ref.configs, off.configs)
+    tasks = FTPFNPrior().draw_tasks(3, generator=_gen(1))
+    assert tasks.cat_size is None and tasks.replicates is None
+
+
+def test_log_uniform_hps_reach_every_slot_and_favour_few():
+    prior = FTPFNPrior(FTPFNPriorConfig(log_uniform_hps=True, max_task_hps=32))
+    d = prior.draw_tasks(20_000, generator=_gen(0)).n_hps
+    assert int(d.min()) == 1 and int(d.max()) == 32
+    counts = torch.bincount(d, minlength=33)[1:].float() / d.numel()
+    expected = torch.log(torch.arange(2, 34.0) / torch.arange(1, 33.0)) / math.log(33)
+    assert torch.allclose(counts, expected, atol=0.01)
+    assert (d <= 10).float().mean() > 0.6  # most tasks keep few hyperparameters
+
+
+def test_one_hot_block_is_one_category_per_row_uniformly():
+    u = torch.rand(2, 3000, 6, generator=_gen(1))
+    out = one_hot_block(u, torch.tensor([1, 0]), torch.tensor([4, 0]))
+    block = out[0, :, 1:5]
+    assert torch.equal(block.sum(1), torch.ones(3000))  # exactly one category
+    assert set(block.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(out[0, :, [0, 5]], u[0, :, [0, 5]])  # other slots untouched
+    assert torch.equal(out[1], u[1])  # no categorical in task 1
+    counts = block.sum(0)
+    assert stats.chisquare(counts.numpy()).pvalue > KS_P
+    # The category follows the block's first uniform: floor(k u).
+    assert torch.equal(block.argmax(1), (u[0, :, 1] * 4).floor().long())
+
+
+def test_repeat_rows_copies_each_group_leader():
+    x = torch.arange(2 * 7 * 2, dtype=torch.float32).view(2, 7, 2)
+    out = repeat_rows(x, torch.tensor([3, 1]))
+    assert torch.equal(out[0, :3], x[0, [0, 0, 0]])
+    assert torch.equal(out[0, 3:6], x[0, [3, 3, 3]])
+    assert torch.equal(out[0, 6], x[0, 6])
+    assert torch.equal(out[1], x[1])
+
+
+def test_categorical_tasks_hold_valid_one_hot_configurations():
+    prior = FTPFNPrior(FTPFNPriorConfig(categorical_task_prob=1.0, max_categories=20))
+    gen = _gen(3)
+    tasks = prior.draw_tasks(200, generator=gen)
+    assert tasks.cat_size is not None and tasks.cat_offset is not None
+    k, o = tasks.cat_size, tasks.cat_offset
+    assert int(k.min()) == 2 and int(k.max()) == 20
+    assert (tasks.n_hps >= k).all() and (o >= 0).all() and (o + k <= tasks.n_hps).all()
+    rows = torch.full((200,), 50)
+    cp = prior.config_parameters(tasks, rows, 50, generator=gen)
+    for b in range(200):
+        block = cp.configs[b, :, o[b] : o[b] + k[b]]
+        assert torch.equal(block.sum(1), torch.ones(50))
+        assert (cp.configs[b, :, tasks.n_hps[b] :] == 0).all()
+    # Rows of the same category share their curve (the network sees the same input) when the task
+    # has no other hyperparameter; different categories differ.
+    pure = torch.nonzero(tasks.n_hps == k).flatten()
+    assert pure.numel() > 20
+    # Asymptotes relative to the task's range, in which the network's output is uniform.
+    rel = (cp.params.yinf.view(200, 50) - tasks.y0[:, None]) / (tasks.ymax - tasks.y0)[:, None]
+    within, between = [], []
+    for b in pure.tolist():
+        cat = cp.configs[b, :, o[b] : o[b] + k[b]].argmax(1)
+        within += [rel[b, cat == c].std(unbiased=False) for c in cat.unique()]
+        between.append(torch.stack([rel[b, cat == c].mean() for c in cat.unique()]).std())
+    # Within a category only the network's tiny pre-activation noise moves the asymptote; some
+    # random networks nearly ignore their input (as for continuous hyperparameters), most give the
+    # categories clearly different asymptotes.
+    assert float(torch.stack(within).median()) < 0.01
+    assert float(torch.stack(between).median()) > 0.1
+
+
+def test_repeated_runs_share_configurations_and_differ_by_the_seed_effect():
+    prior = FTPFNPrior(
+        FTPFNPriorConfig(replicate_task_prob=1.0, max_replicates=5, max_task_hps=4)
+    )
+    gen = _gen(4)
+    tasks = prior.draw_tasks(300, generator=gen)
+    assert tasks.replicates is not None and tasks.seed_std is not None
+    r, s = tasks.replicates, tasks.seed_std
+    assert int(r.min()) == 2 and int(r.max()) == 5
+    assert (s >= 10**-2.5 - 1e-9).all() and (s <= 10**-0.5 + 1e-9).all()
+    rows = torch.full((300,), 40)
+    cp = prior.config_parameters(tasks, rows, 40, generator=gen)
+    yinf = cp.params.yinf.view(300, 40)
+    spread_within, spread_between = [], []
+    for b in range(300):
+        groups = torch.arange(40) // r[b]
+        for g in groups.unique():
+            members = groups == g
+            assert (cp.configs[b, members] == cp.configs[b, members][0]).all()
+        first = cp.configs[b, 0]
+        assert (cp.configs[b, r[b] :] != first).any(dim=1).all()  # other groups: other configs
+        lead = groups * r[b]
+        spread_within.append((yinf[b] - yinf[b, lead]).abs().mean())
+        spread_between.append((yinf[b] - yinf[b].roll(1)).abs().mean())
+    within, between = torch.stack(spread_within), torch.stack(spread_between)
+    assert float(within.mean()) < 0.5 * float(between.mean())
+    # The seed spread grows with the task's seed std.
+    assert stats.spearmanr(s.numpy(), within.numpy()).statistic > 0.5
+
+
+def test_preset_prior_batches_fill_many_slots():
+    from pfn.train import _preset_prior
+    from priors.registry import make_prior
+
+    spec = dict(_preset_prior())
+    prior = make_prior(spec.pop("name"), **spec)
+    batch = prior.sample(64, generator=_gen(6))
+    used = batch.hp_mask.sum(1)
+    assert int(used.max()) > 10  # slots the reference prior never trains
