@@ -78,7 +78,8 @@ class FTPFNPriorConfig:
     max_stall_share: float = 0.8
     stall_noise_factor: float = 0.1  # a stalled run's noise std = this x its drawn std
     # Hyperparameter counts, categoricals and repeated runs (not in the reference; off by default).
-    log_uniform_hps: bool = False  # d = min_hps - 1 + floor(exp(U(0, ln(max_task_hps - min_hps + 2))))
+    # d = min_hps - 1 + floor(exp(U(0, ln(max_task_hps - min_hps + 2)))) instead of uniform:
+    log_uniform_hps: bool = False
     categorical_task_prob: float = 0.0  # share of tasks with one one-hot categorical
     max_categories: int = 20  # k ~ U{2..max_categories} (<= max_hps when categoricals are on)
     replicate_task_prob: float = 0.0  # share of tasks whose rows come in groups of repeated runs
@@ -261,9 +262,9 @@ def repeat_rows(configs: Tensor, replicates: Tensor) -> Tensor:
     """
     b, m, d = configs.shape
     rows = torch.arange(m, device=configs.device)  # (M,)
-    parent = torch.div(rows[None, :], replicates[:, None], rounding_mode="floor") * replicates[
-        :, None
-    ]  # (B, M)
+    parent = (
+        torch.div(rows[None, :], replicates[:, None], rounding_mode="floor") * replicates[:, None]
+    )  # (B, M)
     return configs.gather(1, parent[:, :, None].expand(b, m, d))
 
 
@@ -327,7 +328,16 @@ class FTPFNPrior:
             lo_s, hi_s = cfg.min_log10_seed_std, cfg.max_log10_seed_std
             seed_std = torch.exp(_LN10 * (lo_s + (hi_s - lo_s) * v[:, 2]))
         return TaskDraw(
-            n_hps, length, y0, ymax, log_conc, stall_share, cat_offset, cat_size, replicates, seed_std
+            n_hps,
+            length,
+            y0,
+            ymax,
+            log_conc,
+            stall_share,
+            cat_offset,
+            cat_size,
+            replicates,
+            seed_std,
         )
 
     def config_parameters(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import json
 
 import pytest
 import torch
@@ -247,8 +246,9 @@ def test_stall_makes_rows_flat_at_their_start_value_and_quieter():
     stalled = torch.tensor([True, False, True, False, False, True])
     q = stall(p, stalled, noise_factor=0.1)
     t = torch.linspace(0.01, 1.0, 50)
-    flat = mean_curve(CurveParams(**{f.name: getattr(q, f.name)[:, None]
-                                     for f in dataclasses.fields(q)}), t)  # (6, 50)
+    flat = mean_curve(
+        CurveParams(**{f.name: getattr(q, f.name)[:, None] for f in dataclasses.fields(q)}), t
+    )  # (6, 50)
     assert torch.allclose(flat[stalled], torch.full((3, 50), 0.3), atol=1e-6)
     assert (flat[~stalled].amax(1) - flat[~stalled].amin(1) > 1e-3).all()  # the others still move
     assert torch.allclose(q.sigma[stalled], 0.1 * p.sigma[stalled])
@@ -295,8 +295,9 @@ def test_stalled_share_per_task_and_smooth_in_the_configuration():
 
 
 def test_stalled_curves_in_a_batch_are_flat():
-    prior = FTPFNPrior(FTPFNPriorConfig(stall_task_prob=1.0, max_stall_share=0.8, seq_len=400,
-                                        n_configs=100))
+    prior = FTPFNPrior(
+        FTPFNPriorConfig(stall_task_prob=1.0, max_stall_share=0.8, seq_len=400, n_configs=100)
+    )
     batch = prior.sample(8, generator=_gen(3))
     # Per curve, the spread of its observed values; stalled curves have noise std ~0.1 x the usual.
     y = batch.y
@@ -390,9 +391,7 @@ def test_categorical_tasks_hold_valid_one_hot_configurations():
 
 
 def test_repeated_runs_share_configurations_and_differ_by_the_seed_effect():
-    prior = FTPFNPrior(
-        FTPFNPriorConfig(replicate_task_prob=1.0, max_replicates=5, max_task_hps=4)
-    )
+    prior = FTPFNPrior(FTPFNPriorConfig(replicate_task_prob=1.0, max_replicates=5, max_task_hps=4))
     gen = _gen(4)
     tasks = prior.draw_tasks(300, generator=gen)
     assert tasks.replicates is not None and tasks.seed_std is not None
