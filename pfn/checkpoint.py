@@ -24,10 +24,11 @@ from torch import Tensor
 
 from pfn.model import ModelConfig
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version 2 added ``ModelConfig.last_value_head``; version-1 cards (which lack it) load with
-``last_value_head=False``, the network they were written for."""
-_READABLE = (1, 2)
+``last_value_head=False``, the network they were written for. Version 3 added
+``ModelConfig.hp_bias``; older cards lack it and load with ``hp_bias=False``."""
+_READABLE = (1, 2, 3)
 
 
 @dataclass(frozen=True)

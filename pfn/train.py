@@ -131,12 +131,19 @@ def _preset_prior() -> dict:
 
 def train_config(name: str) -> TrainConfig:
     """A named variant (see ``TRAIN_CONFIGS``): ``tiny`` (tests, seconds), ``cpu`` (the shipped
-    preview, an hour on 2 CPU cores), ``small`` (CPU, many hours), ``base`` (GPU). All but ``tiny``
-    train on the mixture prior with stalled runs (``_preset_prior``)."""
+    preview, an hour on 2 CPU cores), ``small`` (CPU, many hours), ``base`` (GPU). All use the
+    hyperparameter-distance attention bias (``ModelConfig.hp_bias``); all but ``tiny`` train on
+    the mixture prior with our additions (``_preset_prior``)."""
     variants = {
         "tiny": TrainConfig(
             model=ModelConfig(
-                d_model=32, n_heads=2, n_layers=1, d_ff=64, n_query_layers=1, n_buckets=100
+                d_model=32,
+                n_heads=2,
+                n_layers=1,
+                d_ff=64,
+                n_query_layers=1,
+                n_buckets=100,
+                hp_bias=True,
             ),
             batch_size=4,
             max_steps=50,
@@ -146,14 +153,18 @@ def train_config(name: str) -> TrainConfig:
             prior={"name": "ftpfn", "seq_len": 200, "n_configs": 50},
         ),
         "small": TrainConfig(
-            model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2),
+            model=ModelConfig(
+                d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2, hp_bias=True
+            ),
             batch_size=16,
             max_steps=20_000,
             prior=_preset_prior(),
         ),
         # The shipped preview checkpoint: the small network, trained within one hour on 2 CPU cores.
         "cpu": TrainConfig(
-            model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2),
+            model=ModelConfig(
+                d_model=128, n_heads=4, n_layers=4, d_ff=256, n_query_layers=2, hp_bias=True
+            ),
             optim=OptimConfig(lr=5e-4, warmup_fraction=0.05),
             batch_size=8,
             max_steps=2500,
@@ -163,7 +174,9 @@ def train_config(name: str) -> TrainConfig:
             prior=_preset_prior(),
         ),
         "base": TrainConfig(
-            model=ModelConfig(d_model=256, n_heads=8, n_layers=6, d_ff=512, n_query_layers=2),
+            model=ModelConfig(
+                d_model=256, n_heads=8, n_layers=6, d_ff=512, n_query_layers=2, hp_bias=True
+            ),
             batch_size=64,
             max_steps=50_000,
             optim=OptimConfig(lr=2e-4),

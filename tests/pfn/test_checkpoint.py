@@ -71,3 +71,12 @@ def test_missing_file(ckpt, tmp_path):
     weights.unlink()
     with pytest.raises(FileNotFoundError, match="m.pt"):
         load_checkpoint(tmp_path / "m")
+
+
+def test_a_version_2_card_loads_as_the_network_without_the_distance_bias(ckpt, tmp_path):
+    _, card = save_checkpoint(tmp_path / "m", ckpt)
+    meta = json.loads(card.read_text())
+    meta["format_version"] = 2
+    meta["model"].pop("hp_bias", None)
+    card.write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path / "m").model.hp_bias is False

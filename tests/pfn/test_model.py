@@ -10,6 +10,7 @@ from pfn.model import (
     ModelConfig,
     _curve_stats,
     _LastValueBumps,
+    _with_distance_bias,
     upgrade_state_dict,
 )
 
@@ -36,13 +37,19 @@ def _input(b=2, c=5, n=30, m=7, seed=0) -> CurveSetInput:
     )
 
 
-@pytest.fixture(scope="module")
-def net() -> CurveSetTransformer:
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "hp_bias"])
+def net(request) -> CurveSetTransformer:
     torch.manual_seed(0)
-    cfg = ModelConfig(max_hps=D, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_buckets=20)
+    cfg = ModelConfig(
+        max_hps=D, d_model=32, n_heads=4, n_layers=2, d_ff=64, n_buckets=20, hp_bias=request.param
+    )
     net = CurveSetTransformer(cfg).eval()
-    # The last-value head starts at zero; give it weight so that the tests below cover it.
+    # The last-value head and the distance bias start at zero; give them weight so that the tests
+    # below cover them.
     torch.nn.init.normal_(net.bumps.amplitude.weight, std=1.0)
+    if request.param:
+        for block, _ in net.query_layers:
+            torch.nn.init.uniform_(block.hp_scale, 0.5, 5.0)
     return net
 
 
@@ -225,3 +232,65 @@ def test_upgrade_adds_the_head_without_changing_the_output():
         upgrade_state_dict(old.state_dict(), old_cfg, replace(new_cfg, d_model=64))
     with pytest.raises(ValueError, match="cannot upgrade"):
         upgrade_state_dict(new.state_dict(), new_cfg, old_cfg)
+
+
+def test_upgrade_adds_the_distance_bias_without_changing_the_output():
+    torch.manual_seed(2)
+    old_cfg = ModelConfig(max_hps=D, d_model=32, n_heads=4, n_layers=1, d_ff=32, n_buckets=20)
+    old = CurveSetTransformer(old_cfg).eval()
+    torch.nn.init.normal_(old.bumps.amplitude.weight, std=1.0)
+    new_cfg = replace(old_cfg, hp_bias=True)
+    new = CurveSetTransformer(new_cfg).eval()
+    new.load_state_dict(upgrade_state_dict(old.state_dict(), old_cfg, new_cfg))
+    inp = _input()
+    torch.testing.assert_close(new(inp), old(inp), atol=1e-5, rtol=0)
+    # Both additions at once, from the format-1 network.
+    v1_cfg = replace(old_cfg, last_value_head=False)
+    v1 = CurveSetTransformer(v1_cfg).eval()
+    new.load_state_dict(upgrade_state_dict(v1.state_dict(), v1_cfg, new_cfg))
+    torch.testing.assert_close(new(inp), v1(inp), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="cannot upgrade"):
+        upgrade_state_dict(new.state_dict(), new_cfg, old_cfg)  # dropping it is not an upgrade
+
+
+def test_distance_bias_columns_add_exactly_minus_lambda_squared_distance():
+    g = torch.Generator().manual_seed(3)
+    b, h, n, s, e, d = 2, 3, 5, 4, 8, 6
+    q, k = torch.randn(b, h, n, e, generator=g), torch.randn(b, h, s + 1, e, generator=g)
+    x_cfg, m_cfg = torch.rand(b, n, d, generator=g), torch.rand(b, s, d, generator=g)
+    lam = torch.tensor([0.0, 1.0, 7.5])
+    scale = 1.0 / math.sqrt(e)
+    q2, k2 = _with_distance_bias(q, k, x_cfg, m_cfg, lam, scale)
+    logits = scale * q2 @ k2.transpose(-1, -2)  # (B, H, L, S+1)
+    expected = scale * q @ k.transpose(-1, -2)
+    expected[..., 1:] -= lam[None, :, None, None] * torch.cdist(x_cfg, m_cfg)[:, None] ** 2
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)  # the sink (key 0): no bias
+
+
+def test_distance_bias_makes_queries_read_their_own_configuration():
+    """With a large λ the query blocks read only the curves of the query's configuration (the
+    curve blocks, which have no bias, still mix the far curves into every latent)."""
+    torch.manual_seed(4)
+    cfg = ModelConfig(max_hps=D, d_model=32, n_heads=4, n_layers=1, d_ff=32, n_buckets=20,
+                      hp_bias=True)  # fmt: skip
+    net = CurveSetTransformer(cfg).eval()
+    inp = _input(b=1, c=4, n=40, m=6, seed=5)
+    # Curves 0 and 1 share a configuration; curves 2 and 3 are far from it.
+    configs = inp.configs.clone()
+    configs[0, 1] = configs[0, 0]
+    configs[0, 2:, :3] = configs[0, 0, :3] + 0.5
+    ctx_curve = torch.arange(40)[None] % 4
+    qry_curve = torch.zeros(1, 6, dtype=torch.long)
+    base = _replace(inp, configs=configs, ctx_curve=ctx_curve, qry_curve=qry_curve)
+    other = _replace(base, ctx_y=torch.where(ctx_curve >= 2, 1.0 - base.ctx_y, base.ctx_y))
+    mate = _replace(base, ctx_y=torch.where(ctx_curve == 1, 1.0 - base.ctx_y, base.ctx_y))
+
+    def change(a: CurveSetInput, b: CurveSetInput) -> float:
+        with torch.no_grad():
+            return float((net(a) - net(b)).abs().max())
+
+    far_before = change(base, other)
+    for block, _ in net.query_layers:
+        torch.nn.init.constant_(block.hp_scale, 200.0)
+    assert change(base, other) < 0.6 * far_before  # far curves are read less
+    assert change(base, mate) > change(base, other)  # the repeated run still is
