@@ -49,7 +49,7 @@ def net(request) -> CurveSetTransformer:
     torch.nn.init.normal_(net.bumps.amplitude.weight, std=1.0)
     if request.param:
         for block, _ in net.query_layers:
-            torch.nn.init.uniform_(block.hp_scale, 0.5, 5.0)
+            torch.nn.init.uniform_(block.hp_scale, 0.01, 0.1)  # λ = 0.5 .. 5
     return net
 
 
@@ -291,6 +291,6 @@ def test_distance_bias_makes_queries_read_their_own_configuration():
 
     far_before = change(base, other)
     for block, _ in net.query_layers:
-        torch.nn.init.constant_(block.hp_scale, 200.0)
+        torch.nn.init.constant_(block.hp_scale, 4.0)  # λ = 200
     assert change(base, other) < 0.6 * far_before  # far curves are read less
     assert change(base, mate) > change(base, other)  # the repeated run still is
