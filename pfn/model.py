@@ -187,7 +187,8 @@ class _CrossAttention(nn.Module):
     With ``hp_bias``, head ``h`` adds ``-λ_h |c_q - c_k|²`` to the logit of query curve ``q`` and
     key curve ``k`` (their masked configurations ``c``; 0 for the sink), λ starting at 0. The bias
     rides in extra query/key columns (``[2λ c_q, -λ, -λ|c_q|²]·[c_k, |c_k|², 1]`` is exactly
-    ``-λ |c_q - c_k|²``), so attention keeps its fused kernel and no (L, S) bias tensor is built.
+    ``-λ |c_q - c_k|²``), so no (L, S) bias tensor is built and no gradient flows through an
+    attention mask.
     """
 
     def __init__(self, d_model: int, n_heads: int, hp_bias: bool = False) -> None:

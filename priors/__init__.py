@@ -1,9 +1,9 @@
 """Priors over learning-curve tasks: sample synthetic curves to pretrain the PFN on.
 
-import torch
-from priors import make_prior
+    import torch
+    from priors import make_prior
 
-batch = make_prior("ftpfn").sample(25, generator=torch.Generator().manual_seed(0))
+    batch = make_prior("ftpfn").sample(25, generator=torch.Generator().manual_seed(0))
 """
 
 from priors.batch import CurveBatch
