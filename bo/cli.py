@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bo.acquisition import ACQUISITIONS
+from bo.acquisition import ACQUISITIONS, DEFAULT_ACQUISITION
 from bo.freeze_thaw import SCORE_RANGES
 from pfn import cli as pfn_cli
 from priors import cli as priors_cli
@@ -68,8 +68,8 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo.add_argument(
         "--acquisition",
         choices=ACQUISITIONS,
-        default="mfpi-random",
-        help="acquisition of freeze-thaw (default: mfpi-random)",
+        default=DEFAULT_ACQUISITION,
+        help=f"acquisition of freeze-thaw (default: {DEFAULT_ACQUISITION})",
     )
     hpo.add_argument(
         "--score-range",

@@ -12,7 +12,8 @@ a random configuration; after that, every paused run and a pool of new candidate
 (by default one random configuration, see :class:`FreezeThawConfig`; a larger pool mixes Sobol
 points, uniform random points and perturbations of the incumbent; with a fixed candidate table,
 its unstarted rows) are scored in **one forward pass** of the PFN surrogate by an acquisition of
-:mod:`bo.acquisition` (MFPI-random by default), and the best is advanced by one step.
+:mod:`bo.acquisition` (MFEI-random by default; the reference's MFPI-random on request), and the
+best is advanced by one step.
 
 Units: values are told in the metric's own units (``minimize=True`` for losses). Before each
 decision all values are mapped to scores in [0, 1] by a :class:`~pfn.scaling.MetricScaler` fitted
@@ -49,6 +50,7 @@ import numpy as np
 
 from bo.acquisition import (
     ACQUISITIONS,
+    DEFAULT_ACQUISITION,
     acquisition_values,
     draw_lookahead,
     pick_argmax,
@@ -198,7 +200,7 @@ class FreezeThaw:
         upper_bound: float | None = None,
         budget: int | None = None,
         surrogate: Surrogate | None = None,
-        acquisition: str = "mfpi-random",
+        acquisition: str = DEFAULT_ACQUISITION,
         seed: int = 0,
         state_dir: str | Path | None = None,
         candidates: CandidateTable | None = None,

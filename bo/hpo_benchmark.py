@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from bo.acquisition import DEFAULT_ACQUISITION
 from bo.freeze_thaw import FreezeThawConfig
 from pfn.curve_table import CurveTable, read_curve_tables
 from pfn.scaling import MetricScaler
@@ -419,7 +420,7 @@ class FreezeThawOptimizer(TabularOptimizer):
     def __init__(
         self,
         *,
-        acquisition: str = "mfpi-random",
+        acquisition: str = DEFAULT_ACQUISITION,
         checkpoint: str | None = None,
         config: FreezeThawConfig | None = None,
     ) -> None:

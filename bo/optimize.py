@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bo.acquisition import DEFAULT_ACQUISITION
 from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Incumbent, NothingToAsk, Record, Trial
 from bo.space import CandidateTable, Space
 from pfn.surrogate import Surrogate
@@ -81,7 +82,7 @@ def optimize(
     lower_bound: float | None = None,
     upper_bound: float | None = None,
     surrogate: Surrogate | None = None,
-    acquisition: str = "mfpi-random",
+    acquisition: str = DEFAULT_ACQUISITION,
     seed: int = 0,
     workdir: str | Path = "freeze_thaw_runs",
     state_dir: str | Path | None = None,

@@ -51,6 +51,7 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
+from bo.acquisition import DEFAULT_ACQUISITION
 from bo.freeze_thaw import FreezeThawConfig
 from bo.optimize import OptimizeResult, optimize
 from bo.space import CandidateTable, Space
@@ -325,7 +326,7 @@ def tune_lightning(
     trainer_kwargs: Mapping[str, Any] | None = None,
     lower_bound: float | None = None,
     upper_bound: float | None = None,
-    acquisition: str = "mfpi-random",
+    acquisition: str = DEFAULT_ACQUISITION,
     config: FreezeThawConfig | None = None,
     candidates: CandidateTable | None = None,
     plot: bool = True,

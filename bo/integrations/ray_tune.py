@@ -9,7 +9,7 @@ the scheduler decides which trial trains next, one step (one ``tune.report``) at
   when it reached ``max_steps``, reported NaN, or the ``budget`` (steps over all trials) is spent;
 * whenever a slot is free, :meth:`~FreezeThawScheduler.choose_trial_to_run` scores every waiting
   trial (a paused one at its step ``b``, a new one at ``b = 0``) in **one forward pass** of the PFN
-  surrogate with an acquisition of :mod:`bo.acquisition` (MFPI-random by default; ``h``, ``τ`` and
+  surrogate with an acquisition of :mod:`bo.acquisition` (MFEI-random by default; ``h``, ``τ`` and
   ``T`` drawn once per decision, ``../shared/design/reference.md`` §4), and resumes or starts the
   argmax. The first trial, before anything is observed, is the first in Tune's order.
 
@@ -101,6 +101,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from bo.acquisition import (
     ACQUISITIONS,
+    DEFAULT_ACQUISITION,
     acquisition_values,
     draw_lookahead,
     pick_argmax,
@@ -189,7 +190,7 @@ class FreezeThawScheduler(TrialScheduler):
         max_steps: int,
         budget: int | None = None,
         surrogate: Surrogate | str | Path | None = None,
-        acquisition: str = "mfpi-random",
+        acquisition: str = DEFAULT_ACQUISITION,
         seed: int = 0,
         lower_bound: float | None = None,
         upper_bound: float | None = None,

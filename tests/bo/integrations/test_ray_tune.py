@@ -26,7 +26,7 @@ from ray.tune.experiment import Trial  # noqa: E402
 from ray.tune.schedulers import TrialScheduler  # noqa: E402
 
 import bo.integrations.ray_tune as ray_tune  # noqa: E402
-from bo.acquisition import acquisition_values, draw_lookahead  # noqa: E402
+from bo.acquisition import DEFAULT_ACQUISITION, acquisition_values, draw_lookahead  # noqa: E402
 from bo.integrations.ray_tune import FreezeThawScheduler  # noqa: E402
 from bo.space import Categorical, Float, Space  # noqa: E402
 from pfn.scaling import MetricScaler  # noqa: E402
@@ -176,6 +176,7 @@ def test_first_choice_takes_the_first_trial_and_holds_the_others(tiny):
 
 def test_decision_scores_paused_at_b_plus_h_and_new_at_h_in_one_pass(tiny, calls):
     sched = scheduler(tiny, max_steps=10, budget=8, seed=3)
+    assert sched.acquisition == DEFAULT_ACQUISITION
     ctl = played(sched, [[0.9, 0.7, 0.6], [2.0]])  # t0 at step 3, t1 at step 1 (a loss of 2)
     ctl.choose().status = Trial.PAUSED  # an earlier decision, not run
     new = trial(9, lr=0.05)
@@ -203,7 +204,7 @@ def test_decision_scores_paused_at_b_plus_h_and_new_at_h_in_one_pass(tiny, calls
     np.testing.assert_allclose(call["configs"][2], SPACE.encode({"lr": 0.05, "opt": "adam"}))
     # the pick is the argmax of the acquisition over this forecast
     fc = tiny.forecast(call["configs"], **{k: v for k, v in call.items() if k != "configs"})
-    values = acquisition_values("mfpi-random", fc, look.threshold)
+    values = acquisition_values(sched.acquisition, fc, look.threshold)
     k = ctl.trials.index(pick)
     assert values[k] == values.max() == pytest.approx(dec.value)
     assert dec.trial_id == pick.trial_id and dec.step == [4, 2, 1][k] and dec.n_candidates == 3
