@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import signal
@@ -121,6 +122,18 @@ def test_candidate_table_rows_are_started_once(tiny):
     assert sorted(starts) == list(range(6))  # every row started exactly once: 6 x 2 steps
     with pytest.raises(RuntimeError, match="nothing to ask"):
         ft.ask()
+
+
+def test_default_acquisition_is_mfei_everywhere(tiny):
+    from bo.acquisition import DEFAULT_ACQUISITION
+    from bo.hpo_benchmark import FreezeThawOptimizer
+    from bo.optimize import optimize
+
+    assert DEFAULT_ACQUISITION == "mfei-random"
+    assert make(tiny).acquisition == DEFAULT_ACQUISITION
+    for fn in (optimize, FreezeThawOptimizer.__init__):
+        default = inspect.signature(fn).parameters["acquisition"].default
+        assert default == DEFAULT_ACQUISITION
 
 
 def test_bad_settings(tiny):
