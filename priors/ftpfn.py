@@ -377,10 +377,10 @@ class FTPFNPrior:
         task = torch.arange(b, device=dev).repeat_interleave(rows)  # (R,)
         if tasks.replicates is not None and tasks.seed_std is not None:
             # The seed effect, on repeated runs only (a task without repeats keeps its curves).
-            s = torch.where(tasks.replicates > 1, tasks.seed_std, torch.zeros_like(tasks.seed_std))
             eps = torch.randn(u.shape, generator=generator, device=dev)
-            z = torch.special.ndtri(u) + s[task, None] * eps
-            u = torch.special.ndtr(z).clamp(1e-6, 1.0 - 1e-6)
+            z = torch.special.ndtri(u) + tasks.seed_std[task, None] * eps
+            moved = torch.special.ndtr(z).clamp(1e-6, 1.0 - 1e-6)
+            u = torch.where((tasks.replicates > 1)[task, None], moved, u)
         params = parameters_from_uniforms(u, y0=tasks.y0[task], ymax=tasks.ymax[task])
         stalled = None
         if tasks.stall_share is not None:
