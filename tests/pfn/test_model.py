@@ -294,3 +294,17 @@ def test_distance_bias_makes_queries_read_their_own_configuration():
         torch.nn.init.constant_(block.hp_scale, 4.0)  # λ = 200
     assert change(base, other) < 0.6 * far_before  # far curves are read less
     assert change(base, mate) > change(base, other)  # the repeated run still is
+
+
+def test_a_task_alone_gets_what_it_gets_in_a_batch(net):
+    """One task takes the inference path (only observed curves as keys, their configurations
+    picked for the distance bias); in a batch the keys stay dense and masked."""
+    inp = _input(b=3, c=6, n=20, m=5, seed=7)
+    # Curve 0 has no context in any task: a new configuration, never a key.
+    qry = torch.tensor([0, 1, 0, 3, 5]).expand(3, 5)
+    inp = _replace(inp, ctx_curve=1 + inp.ctx_curve % 5, qry_curve=qry)
+    with torch.no_grad():
+        batch = net(inp)
+        for b in range(3):
+            alone = net(CurveSetInput(**{k: v[b : b + 1] for k, v in inp.__dict__.items()}))
+            torch.testing.assert_close(alone[0], batch[b], atol=1e-4, rtol=0)
