@@ -186,9 +186,9 @@ class _CrossAttention(nn.Module):
 
     With ``hp_bias``, head ``h`` adds ``-λ_h |c_q - c_k|²`` to the logit of query curve ``q`` and
     key curve ``k`` (their masked configurations ``c``; 0 for the sink), λ starting at 0. The bias
-    rides in extra query/key columns (``[2λ c_q, -λ, -λ|c_q|²]·[c_k, |c_k|², 1]`` is exactly
-    ``-λ |c_q - c_k|²``), so no (L, S) bias tensor is built and no gradient flows through an
-    attention mask.
+    rides in extra query/key columns (``λ [2 c_q, -1, -|c_q|²]·[c_k, |c_k|², 1]`` is exactly
+    ``-λ |c_q - c_k|²``; see ``_distance_columns``), so no (L, S) bias tensor is built and no
+    gradient flows through an attention mask.
     """
 
     def __init__(self, d_model: int, n_heads: int, hp_bias: bool = False) -> None:
@@ -208,13 +208,12 @@ class _CrossAttention(nn.Module):
         x: Tensor,
         memory: Tensor,
         key_mask: Tensor,
-        x_cfg: Tensor | None = None,
-        m_cfg: Tensor | None = None,
+        dist_cols: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """x (B, L, d) attends to memory (B, S, d) where key_mask (B, S) is True.
 
-        ``x_cfg`` (B, L, D) and ``m_cfg`` (B, S, D): the masked configurations of the query and
-        key curves, needed when the block has the distance bias.
+        ``dist_cols``: the configurations' columns of queries and keys (``_distance_columns``),
+        needed when the block has the distance bias.
         """
         b, n, d = x.shape
         memory = torch.cat([self.sink.expand(b, -1, -1), memory], dim=1)  # (B, S+1, d)
@@ -225,31 +224,40 @@ class _CrossAttention(nn.Module):
         mask = key_mask[:, None, None, :]  # (B, 1, 1, S+1)
         scale = 1.0 / math.sqrt(self.e)
         if self.hp_scale is not None:
-            if x_cfg is None or m_cfg is None:
-                raise ValueError("this attention block has a distance bias: pass x_cfg and m_cfg")
-            lam = _HP_SCALE_GAIN * self.hp_scale
-            q, k = _with_distance_bias(q, k, x_cfg, m_cfg, lam, scale)
+            if dist_cols is None:
+                raise ValueError("this attention block has a distance bias: pass dist_cols")
+            q, k = _with_distance_bias(q, k, dist_cols, _HP_SCALE_GAIN * self.hp_scale, scale)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B,H,L,E)
         return x + self.out(att.transpose(1, 2).reshape(b, n, d))
 
 
+def _distance_columns(q_cfg: Tensor, k_cfg: Tensor) -> tuple[Tensor, Tensor]:
+    """Columns whose dot product is ``-|c_q - c_k|²``, computed once for every query block.
+
+    ``q_cfg`` (B, L, D), ``k_cfg`` (B, S, D) masked configurations. Returns (B, 1, L, D+2)
+    ``[2 c_q, -1, -|c_q|²]`` and (B, 1, S+1, D+2) ``[c_k, |c_k|², 1]``, with zeros for the sink
+    (key 0), so the sink's logit gets no bias.
+    """
+    xq = q_cfg[:, None]  # (B, 1, L, D)
+    q_cols = torch.cat(
+        [2.0 * xq, -torch.ones_like(xq[..., :1]), -(xq * xq).sum(-1, keepdim=True)], dim=-1
+    )
+    m = k_cfg[:, None]  # (B, 1, S, D)
+    k_cols = torch.cat([m, (m * m).sum(-1, keepdim=True), torch.ones_like(m[..., :1])], dim=-1)
+    return q_cols, F.pad(k_cols, (0, 0, 1, 0))
+
+
 def _with_distance_bias(
-    q: Tensor, k: Tensor, x_cfg: Tensor, m_cfg: Tensor, lam: Tensor, scale: float
+    q: Tensor, k: Tensor, cols: tuple[Tensor, Tensor], lam: Tensor, scale: float
 ) -> tuple[Tensor, Tensor]:
-    """q (B, H, L, E), k (B, H, S+1, E) with columns appended so that ``scale · q'·k'`` adds
-    ``-λ_h |c_q - c_k|²`` for real keys and 0 for the sink (key 0). Returns (q', k')."""
+    """q (B, H, L, E), k (B, H, S+1, E) with ``cols`` (``_distance_columns``) appended, the query
+    side times ``λ_h / scale``, so that ``scale · q'·k'`` adds ``-λ_h |c_q - c_k|²`` for real keys
+    and 0 for the sink. Returns (q', k')."""
     b, h, n, _ = q.shape
-    lam = lam[None, :, None, None] / scale  # (1, H, 1, 1): undo the logit scale
-    xq = x_cfg[:, None]  # (B, 1, L, D)
-    q_sq = (xq * xq).sum(-1, keepdim=True)  # (B, 1, L, 1)
-    q_extra = torch.cat(
-        [2.0 * lam * xq, (-lam).expand(b, h, n, 1), -lam * q_sq], dim=-1
-    )  # (B, H, L, D+2)
-    m = m_cfg[:, None]  # (B, 1, S, D)
-    k_real = torch.cat([m, (m * m).sum(-1, keepdim=True), torch.ones_like(m[..., :1])], dim=-1)
-    k_extra = F.pad(k_real, (0, 0, 1, 0))  # (B, 1, S+1, D+2): zeros for the sink
-    k_extra = k_extra.expand(b, h, -1, -1)
-    return torch.cat([q, q_extra], dim=-1), torch.cat([k, k_extra.to(k.dtype)], dim=-1)
+    q_cols, k_cols = cols
+    q_extra = (lam / scale)[None, :, None, None] * q_cols  # (B, H, L, D+2)
+    k_extra = k_cols.expand(b, h, -1, -1).to(k.dtype)  # (B, H, S+1, D+2)
+    return torch.cat([q, q_extra.to(q.dtype)], dim=-1), torch.cat([k, k_extra], dim=-1)
 
 
 def _observed_memory(z: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -266,13 +274,6 @@ def _observed_memory(z: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tenso
     return z, observed, None
 
 
-def _key_configs(cfg: Tensor | None, kept: Tensor | None) -> Tensor | None:
-    """The configurations (B, S, D) of the keys that ``_observed_memory`` kept."""
-    if cfg is None or kept is None:
-        return cfg
-    return cfg.index_select(1, kept)
-
-
 class _Layer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -283,12 +284,7 @@ class _Layer(nn.Module):
         self.ff_x = _FeedForward(cfg.d_model, cfg.d_ff)
 
     def forward(
-        self,
-        z: Tensor,
-        x: Tensor,
-        seg: Tensor,
-        n_seg: int,
-        observed: Tensor,
+        self, z: Tensor, x: Tensor, seg: Tensor, n_seg: int, observed: Tensor
     ) -> tuple[Tensor, Tensor]:
         z = self.pool(z, x, seg, n_seg)  # (B, C, d)
         memory, key_mask, _ = _observed_memory(z, observed)
@@ -515,13 +511,14 @@ class CurveSetTransformer(nn.Module):
         )  # (B, M, 6)
         q = self.embed_query(q_feat) + self.query_curve(own)  # (B, M, d)
         memory, key_mask, kept = _observed_memory(z, observed)
-        q_cfg = m_cfg = None  # (B, M, D), (B, S, D): masked configurations of queries and keys
+        dist_cols = None  # the distance bias's columns, shared by every query block
         if self.config.hp_bias:
-            cfg_m = inp.configs * hp  # (B, C, D)
+            cfg_m = inp.configs * hp  # (B, C, D) masked configurations
             q_cfg = torch.gather(cfg_m, 1, q_idx[..., None].expand(-1, -1, cfg_m.shape[-1]))
-            m_cfg = _key_configs(cfg_m, kept)
+            k_cfg = cfg_m if kept is None else cfg_m.index_select(1, kept)  # the kept keys'
+            dist_cols = _distance_columns(q_cfg, k_cfg)
         for attend, ff in self.query_layers:
-            q = ff(attend(q, memory, key_mask, q_cfg, m_cfg))
+            q = ff(attend(q, memory, key_mask, dist_cols))
         logits = self.head(q)  # (B, M, K)
         if self.bumps is not None:
             logits = self.bumps(logits, q, y_last, own_stats[..., 0] > 0)

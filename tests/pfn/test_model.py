@@ -9,6 +9,7 @@ from pfn.model import (
     CurveSetTransformer,
     ModelConfig,
     _curve_stats,
+    _distance_columns,
     _LastValueBumps,
     _with_distance_bias,
     upgrade_state_dict,
@@ -260,7 +261,7 @@ def test_distance_bias_columns_add_exactly_minus_lambda_squared_distance():
     x_cfg, m_cfg = torch.rand(b, n, d, generator=g), torch.rand(b, s, d, generator=g)
     lam = torch.tensor([0.0, 1.0, 7.5])
     scale = 1.0 / math.sqrt(e)
-    q2, k2 = _with_distance_bias(q, k, x_cfg, m_cfg, lam, scale)
+    q2, k2 = _with_distance_bias(q, k, _distance_columns(x_cfg, m_cfg), lam, scale)
     logits = scale * q2 @ k2.transpose(-1, -2)  # (B, H, L, S+1)
     expected = scale * q @ k.transpose(-1, -2)
     expected[..., 1:] -= lam[None, :, None, None] * torch.cdist(x_cfg, m_cfg)[:, None] ** 2
