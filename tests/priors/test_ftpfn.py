@@ -15,6 +15,7 @@ from priors.curves import CurveParams, mean_curve
 from priors.ftpfn import (
     FTPFNPrior,
     FTPFNPriorConfig,
+    no_decline,
     one_hot_block,
     parameters_from_uniforms,
     repeat_rows,
@@ -197,6 +198,7 @@ def test_small_task_sizes():
         ({"max_categories": 40, "categorical_task_prob": 0.5}, "max_categories"),
         ({"max_replicates": 1}, "max_replicates"),
         ({"min_log10_seed_std": 0.0}, "max_log10_seed_std"),
+        ({"monotone_task_prob": 1.1}, "monotone_task_prob"),
     ],
 )
 def test_invalid_config_raises_naming_the_argument(kwargs, name):
@@ -318,11 +320,16 @@ def test_stalled_curves_in_a_batch_are_flat():
 def test_additions_off_by_default_keep_the_reference_streams():
     ref = FTPFNPrior().sample(2, generator=_gen(5))
     off = FTPFNPrior(
-        FTPFNPriorConfig(categorical_task_prob=0.0, replicate_task_prob=0.0, max_replicates=3)
+        FTPFNPriorConfig(
+            categorical_task_prob=0.0,
+            replicate_task_prob=0.0,
+            max_replicates=3,
+            monotone_task_prob=0.0,
+        )
     ).sample(2, generator=_gen(5))
     assert torch.equal(ref.y, off.y) and torch.equal(ref.configs, off.configs)
     tasks = FTPFNPrior().draw_tasks(3, generator=_gen(1))
-    assert tasks.cat_size is None and tasks.replicates is None
+    assert tasks.cat_size is None and tasks.replicates is None and tasks.monotone is None
 
 
 def test_log_uniform_hps_reach_every_slot_and_favour_few():
@@ -427,3 +434,43 @@ def test_preset_prior_batches_fill_many_slots():
     batch = prior.sample(64, generator=_gen(6))
     used = batch.hp_mask.sum(1)
     assert int(used.max()) > 10  # slots the reference prior never trains
+
+
+def test_no_decline_truncates_the_rate_marginal_to_its_non_negative_part():
+    u = torch.rand(20_000, 23, generator=_gen(7)).clamp(1e-6, 1 - 1e-6)
+    rows = torch.arange(20_000) % 2 == 0
+    v = no_decline(u, rows)
+    assert torch.equal(v[~rows], u[~rows])  # other rows untouched
+    assert torch.equal(v[:, :18], u[:, :18]) and torch.equal(v[:, 22], u[:, 22])  # other columns
+    one = torch.tensor(0.0), torch.tensor(1.0)
+    rate = parameters_from_uniforms(v, y0=one[0], ymax=one[1]).rate  # (R, 4)
+    free = parameters_from_uniforms(u, y0=one[0], ymax=one[1]).rate
+    assert (free[~rows] < 0).float().mean() > 0.3  # the reference: e^-1 of the rates are negative
+    assert (rate[rows] >= 0).all() and (rate[rows] <= 1).all()
+    # 1 - Exp(1) conditioned on [0, 1]: the law of the free rates that happen to be non-negative.
+    kept = free[~rows][free[~rows] >= 0]
+    assert stats.ks_2samp(rate[rows].flatten().numpy(), kept.numpy()).pvalue > KS_P
+
+
+def test_monotone_tasks_never_turn_back_and_the_others_do():
+    fields = dataclasses.fields
+    prior = FTPFNPrior(FTPFNPriorConfig(monotone_task_prob=0.5, max_task_hps=3))
+    gen = _gen(8)
+    tasks = prior.draw_tasks(400, generator=gen)
+    assert tasks.monotone is not None
+    assert 0.4 < float(tasks.monotone.float().mean()) < 0.6
+    rows = torch.full((400,), 30)
+    cp = prior.config_parameters(tasks, rows, 30, generator=gen)
+    t = torch.linspace(0.01, 1.0, 100)
+    y = mean_curve(
+        CurveParams(**{f.name: getattr(cp.params, f.name)[:, None] for f in fields(cp.params)}), t
+    ).view(400, 30, 100)  # noise-free curves
+    drop = (y.cummax(-1).values - y).amax(-1)  # largest fall below the running peak, (400, 30)
+    assert float(drop[tasks.monotone].max()) < 1e-4
+    assert float((drop[~tasks.monotone] > 0.05).float().mean()) > 0.1
+
+
+def test_preset_prior_has_monotone_tasks():
+    from pfn.train import _preset_prior
+
+    assert 0 < _preset_prior()["ftpfn"]["monotone_task_prob"] < 1
