@@ -37,10 +37,10 @@ unchanged):
 * ``monotone_task_prob > 0`` gives that share of tasks curves that **never turn back** after
   saturation: their post-saturation rates are drawn from the reference marginal ``1 - Exp(1)``
   truncated to ``[0, 1]`` (the uniforms are scaled by ``1 - 1/e``, so the map stays smooth in λ).
-  In the reference prior 37% of basis rates are negative, and a quarter of all curves end more
+  In the reference prior 37% of basis rates are negative, and a fifth of all curves end more
   than 0.05 below their peak; real validation curves of a search rarely do (TaskSet: 10 of 1479
-  final values fall more than 0.02 below the last seen value), and a network that has only seen
-  the reference prior expects plateaued runs to decline even when no run in the task ever did.
+  final values fall more than 0.02 below the last seen value), and a network trained with the
+  reference rates expects plateaued runs to decline even when no run in the task ever did.
 
 Shape legend: B tasks, N candidate configurations, C curves touched by tokens (padded), T tokens,
 D hyperparameter slots, K = 4 basis curves.
