@@ -442,9 +442,9 @@ def test_no_decline_truncates_the_rate_marginal_to_its_non_negative_part():
     v = no_decline(u, rows)
     assert torch.equal(v[~rows], u[~rows])  # other rows untouched
     assert torch.equal(v[:, :18], u[:, :18]) and torch.equal(v[:, 22], u[:, 22])  # other columns
-    one = torch.tensor(0.0), torch.tensor(1.0)
-    rate = parameters_from_uniforms(v, y0=one[0], ymax=one[1]).rate  # (R, 4)
-    free = parameters_from_uniforms(u, y0=one[0], ymax=one[1]).rate
+    y0, ymax = torch.tensor(0.0), torch.tensor(1.0)
+    rate = parameters_from_uniforms(v, y0=y0, ymax=ymax).rate  # (R, 4)
+    free = parameters_from_uniforms(u, y0=y0, ymax=ymax).rate
     assert (free[~rows] < 0).float().mean() > 0.3  # the reference: e^-1 of the rates are negative
     assert (rate[rows] >= 0).all() and (rate[rows] <= 1).all()
     # 1 - Exp(1) conditioned on [0, 1]: the law of the free rates that happen to be non-negative.
@@ -453,7 +453,6 @@ def test_no_decline_truncates_the_rate_marginal_to_its_non_negative_part():
 
 
 def test_monotone_tasks_never_turn_back_and_the_others_do():
-    fields = dataclasses.fields
     prior = FTPFNPrior(FTPFNPriorConfig(monotone_task_prob=0.5, max_task_hps=3))
     gen = _gen(8)
     tasks = prior.draw_tasks(400, generator=gen)
@@ -462,9 +461,8 @@ def test_monotone_tasks_never_turn_back_and_the_others_do():
     rows = torch.full((400,), 30)
     cp = prior.config_parameters(tasks, rows, 30, generator=gen)
     t = torch.linspace(0.01, 1.0, 100)
-    y = mean_curve(
-        CurveParams(**{f.name: getattr(cp.params, f.name)[:, None] for f in fields(cp.params)}), t
-    ).view(400, 30, 100)  # noise-free curves
+    per_row = {f.name: getattr(cp.params, f.name)[:, None] for f in dataclasses.fields(cp.params)}
+    y = mean_curve(CurveParams(**per_row), t).view(400, 30, 100)  # noise-free curves
     drop = (y.cummax(-1).values - y).amax(-1)  # largest fall below the running peak, (400, 30)
     assert float(drop[tasks.monotone].max()) < 1e-4
     assert float((drop[~tasks.monotone] > 0.05).float().mean()) > 0.1
