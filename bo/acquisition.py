@@ -43,7 +43,7 @@ ACQUISITIONS = ("mfpi-random", "mfei-random", "ucb-random")
 # Ray integrations). MFEI, not the reference's MFPI: on taskset_dev.h5 (7 tasks x 10 seeds,
 # `curvepfn evaluate hpo --seeds 10 --budget 1000 --acquisition ...`) it had the lower mean
 # normalised regret at budgets 100/300/1000 with both surrogates measured: 0.185/0.106/0.039
-# against MFPI's 0.229/0.149/0.056 (stage 7, the shipped one), 0.207/0.126/0.045 against
+# against MFPI's 0.229/0.149/0.056 (stage 7), 0.207/0.126/0.045 against
 # 0.227/0.131/0.055 (stage 5). A likely reason, not measured: MFPI rewards any chance of a tiny
 # gain, which noise alone gives runs near the incumbent; MFEI weighs the size of the gain.
 DEFAULT_ACQUISITION = "mfei-random"
