@@ -238,9 +238,10 @@ def no_decline(u: Tensor, rows: Tensor) -> Tensor:
     saturation then only slows down, so the curve never turns back towards its start. Returns a
     new (R, 23) tensor; other rows and columns are unchanged.
     """
-    scaled = u.clone()
-    scaled[:, _RATE_COLUMNS] = u[:, _RATE_COLUMNS] * _NON_NEGATIVE_RATE
-    return torch.where(rows[:, None], scaled, u)
+    factor = torch.where(rows, _NON_NEGATIVE_RATE, 1.0)  # (R,)
+    out = u.clone()
+    out[:, _RATE_COLUMNS] *= factor[:, None]
+    return out
 
 
 def stall(params: CurveParams, stalled: Tensor, *, noise_factor: float) -> CurveParams:
