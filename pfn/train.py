@@ -115,8 +115,9 @@ TRAIN_CONFIGS = ("tiny", "cpu", "small", "base")
 def _preset_prior() -> dict:
     """The prior of the CPU/GPU presets: the reference mixture, plus, in the FT-PFN tasks, stalled
     runs in half of them (``priors.ftpfn.stall``), up to 32 hyperparameters drawn log-uniformly,
-    a one-hot categorical in 30%, repeated runs of each configuration in 30% and no
-    post-saturation decline in half of them (``priors.ftpfn.no_decline``; see
+    a one-hot categorical in 30%, repeated runs of each configuration in 30%, no
+    post-saturation decline in half of them (``priors.ftpfn.no_decline``) and a geometric budget
+    axis in 30% (``priors.ftpfn.log_time``; see
     ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
     return {
         "name": "mixture",
@@ -127,6 +128,7 @@ def _preset_prior() -> dict:
             "categorical_task_prob": 0.3,
             "replicate_task_prob": 0.3,
             "monotone_task_prob": 0.5,
+            "log_time_task_prob": 0.3,
         },
     }
 

@@ -41,6 +41,14 @@ unchanged):
   than 0.05 below their peak; real validation curves of a search rarely do (TaskSet: 10 of 1479
   final values fall more than 0.02 below the last seen value), and a network trained with the
   reference rates expects plateaued runs to decline even when no run in the task ever did.
+* ``log_time_task_prob > 0`` gives that share of tasks a **geometric budget**: every curve of the
+  task is the reference curve read at ``x = ln(1 + K t) / ln(1 + K)`` instead of ``t``
+  (``log_time``), ``K = 10^U(min_log10_time_scale, max_log10_time_scale)`` per task. Progress is
+  then about linear in ``ln t`` over ``log10 K`` decades, the shape of accuracy against
+  training-set size (power laws with small exponents, as in LCDB) or of any budget on a log grid.
+  The reference curves rise over one decade of their time axis: on LCDB (``t`` = size / largest
+  size) a network trained without this predicted runs seen at ``t`` in ``[0.1, 0.3)`` to gain
+  +0.003 by the end where they gained +0.048.
 
 Shape legend: B tasks, N candidate configurations, C curves touched by tokens (padded), T tokens,
 D hyperparameter slots, K = 4 basis curves.
@@ -94,6 +102,9 @@ class FTPFNPriorConfig:
     min_log10_seed_std: float = -2.5  # seed effect s = 10^U(min, max), in normal-quantile units
     max_log10_seed_std: float = -0.5
     monotone_task_prob: float = 0.0  # share of tasks without post-saturation decline (rates >= 0)
+    log_time_task_prob: float = 0.0  # share of tasks read on a log time axis (see `log_time`)
+    min_log10_time_scale: float = 1.0  # K = 10^U(min, max): the warp's decades
+    max_log10_time_scale: float = 4.0
     mlp: RandomMLPConfig = field(default_factory=RandomMLPConfig)  # per-task random network
 
     def __post_init__(self) -> None:
@@ -135,6 +146,8 @@ class FTPFNPriorConfig:
             raise ValueError(f"max_replicates must be >= 2, got {self.max_replicates}")
         if self.max_log10_seed_std < self.min_log10_seed_std:
             raise ValueError("max_log10_seed_std is below min_log10_seed_std")
+        if self.max_log10_time_scale < self.min_log10_time_scale:
+            raise ValueError("max_log10_time_scale is below min_log10_time_scale")
         for name in (
             "ceiling_prob",
             "stall_task_prob",
@@ -142,6 +155,7 @@ class FTPFNPriorConfig:
             "categorical_task_prob",
             "replicate_task_prob",
             "monotone_task_prob",
+            "log_time_task_prob",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -168,6 +182,7 @@ class TaskDraw:
     replicates: Tensor | None = None  # (B,) long: r, runs per configuration; 1: no repeats
     seed_std: Tensor | None = None  # (B,) s, the seed effect in normal-quantile units
     monotone: Tensor | None = None  # (B,) bool: no post-saturation decline; None: not drawn
+    time_scale: Tensor | None = None  # (B,) K of the log-time warp; 0: none; None: not drawn
 
 
 @dataclass(frozen=True)
@@ -242,6 +257,19 @@ def no_decline(u: Tensor, rows: Tensor) -> Tensor:
     out = u.clone()
     out[:, _RATE_COLUMNS] *= factor[:, None]
     return out
+
+
+def log_time(t: Tensor, scale: Tensor) -> Tensor:
+    """The geometric-budget warp ``x = ln(1 + K t) / ln(1 + K)``; ``K = 0`` leaves ``t`` as is.
+
+    ``t`` and ``scale`` (``K >= 0``) broadcast together. ``x`` maps ``[0, 1]`` onto itself,
+    increasing and concave: a curve that saturates within one decade of ``x`` spreads its rise
+    over about ``log10 K`` decades of ``t`` (with ``K = 1000``, ``x(0.001) = 0.10``,
+    ``x(0.1) = 0.67``). The limit ``K -> 0`` is ``t``.
+    """
+    warped = scale > 0
+    k = torch.where(warped, scale, torch.ones_like(scale))
+    return torch.where(warped, torch.log1p(k * t) / torch.log1p(k), t)
 
 
 def stall(params: CurveParams, stalled: Tensor, *, noise_factor: float) -> CurveParams:
@@ -359,6 +387,12 @@ class FTPFNPrior:
         if cfg.monotone_task_prob > 0:
             v = torch.rand(batch_size, generator=generator, device=dev)
             monotone = v < cfg.monotone_task_prob
+        time_scale = None
+        if cfg.log_time_task_prob > 0:
+            v = torch.rand(batch_size, 2, generator=generator, device=dev)
+            lo_k, hi_k = cfg.min_log10_time_scale, cfg.max_log10_time_scale
+            scale = torch.exp(_LN10 * (lo_k + (hi_k - lo_k) * v[:, 1]))
+            time_scale = torch.where(v[:, 0] < cfg.log_time_task_prob, scale, torch.zeros_like(y0))
         return TaskDraw(
             n_hps,
             length,
@@ -371,6 +405,7 @@ class FTPFNPrior:
             replicates,
             seed_std,
             monotone,
+            time_scale,
         )
 
     def config_parameters(
@@ -468,7 +503,8 @@ class FTPFNPrior:
         first_row = n_curves.cumsum(0) - n_curves  # (B,) packed index of each task's curve 0
         row = first_row[:, None] + curve  # (B, T) packed row of each token
         token_curves = prepare(cp.params).take(row)  # fields (B, T) or (K, B, T)
-        y = observe(token_curves, t, generator=generator)  # (B, T)
+        t_curve = t if tasks.time_scale is None else log_time(t, tasks.time_scale[:, None])
+        y = observe(token_curves, t_curve, generator=generator)  # (B, T)
         return CurveBatch(
             configs=cp.configs,
             hp_mask=cp.hp_mask,

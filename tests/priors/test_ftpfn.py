@@ -15,6 +15,7 @@ from priors.curves import CurveParams, mean_curve
 from priors.ftpfn import (
     FTPFNPrior,
     FTPFNPriorConfig,
+    log_time,
     no_decline,
     one_hot_block,
     parameters_from_uniforms,
@@ -199,6 +200,8 @@ def test_small_task_sizes():
         ({"max_replicates": 1}, "max_replicates"),
         ({"min_log10_seed_std": 0.0}, "max_log10_seed_std"),
         ({"monotone_task_prob": 1.1}, "monotone_task_prob"),
+        ({"log_time_task_prob": -0.2}, "log_time_task_prob"),
+        ({"min_log10_time_scale": 5.0}, "max_log10_time_scale"),
     ],
 )
 def test_invalid_config_raises_naming_the_argument(kwargs, name):
@@ -325,11 +328,14 @@ def test_additions_off_by_default_keep_the_reference_streams():
             replicate_task_prob=0.0,
             max_replicates=3,
             monotone_task_prob=0.0,
+            log_time_task_prob=0.0,
+            max_log10_time_scale=6.0,
         )
     ).sample(2, generator=_gen(5))
     assert torch.equal(ref.y, off.y) and torch.equal(ref.configs, off.configs)
     tasks = FTPFNPrior().draw_tasks(3, generator=_gen(1))
     assert tasks.cat_size is None and tasks.replicates is None and tasks.monotone is None
+    assert tasks.time_scale is None
 
 
 def test_log_uniform_hps_reach_every_slot_and_favour_few():
@@ -472,3 +478,73 @@ def test_preset_prior_has_monotone_tasks():
     from pfn.train import _preset_prior
 
     assert 0 < _preset_prior()["ftpfn"]["monotone_task_prob"] < 1
+
+
+def test_log_time_maps_the_unit_interval_onto_itself_concavely():
+    t = torch.linspace(0.0, 1.0, 1001)
+    assert torch.equal(log_time(t, torch.tensor(0.0)), t)  # K = 0: unwarped
+    for k in (10.0, 1000.0, 1e4):
+        x = log_time(t, torch.tensor(k))
+        assert abs(float(x[0])) < 1e-7 and abs(float(x[-1]) - 1.0) < 1e-6
+        assert (x.diff() > 0).all() and (x.diff().diff() < 1e-7).all()  # increasing, concave
+        assert (x[1:-1] > t[1:-1]).all()
+    x = log_time(torch.tensor([0.001, 0.1]), torch.tensor(1000.0))
+    assert torch.allclose(
+        x, torch.tensor([math.log(2) / math.log(1001), math.log(101) / math.log(1001)])
+    )
+    # per-task scales broadcast over tokens; a tiny K is close to no warp
+    both = log_time(torch.full((2, 3), 0.5), torch.tensor([[0.0], [1e-6]]))
+    assert torch.allclose(both, torch.full((2, 3), 0.5), atol=1e-6)
+
+
+def test_log_time_tasks_draw_their_scale_in_range():
+    prior = FTPFNPrior(
+        FTPFNPriorConfig(log_time_task_prob=0.3, min_log10_time_scale=1.0, max_log10_time_scale=3.0)
+    )
+    k = prior.draw_tasks(20_000, generator=_gen(2)).time_scale
+    assert k is not None
+    warped = k > 0
+    assert 0.28 < float(warped.float().mean()) < 0.32
+    assert float(k[warped].min()) >= 10.0 - 1e-3 and float(k[warped].max()) <= 1000.0 + 1e-2
+    log_k = torch.log10(k[warped]).numpy()
+    assert stats.kstest(log_k, "uniform", args=(1.0, 2.0)).pvalue > KS_P
+
+
+def _rise_after(prior: FTPFNPrior, seed: int) -> float:
+    """Mean over tasks of (mean y of tokens at t > 0.9) - (mean y of tokens at t <= 0.1)."""
+    batch = prior.sample(256, generator=_gen(seed), n_context=100)
+    early, late = batch.t <= 0.1, batch.t > 0.9
+    keep = early.any(1) & late.any(1)
+    rise = (batch.y * late).sum(1) / late.sum(1).clamp(min=1) - (batch.y * early).sum(
+        1
+    ) / early.sum(1).clamp(min=1)
+    return float(rise[keep].mean())
+
+
+def test_log_time_tasks_do_most_of_their_rise_early():
+    base = dict(
+        max_task_hps=2,
+        n_configs=20,
+        seq_len=200,
+        min_curve_length=50,
+        max_curve_length=200,
+        monotone_task_prob=1.0,  # no declines: the late rise is the curves' own
+    )
+    plain = _rise_after(FTPFNPrior(FTPFNPriorConfig(**base)), 3)
+    warped = _rise_after(
+        FTPFNPrior(
+            FTPFNPriorConfig(
+                **base, log_time_task_prob=1.0, min_log10_time_scale=4.0, max_log10_time_scale=4.0
+            )
+        ),
+        3,
+    )
+    # K = 10^4: by t = 0.1 the curve has covered 3/4 of its time axis, against a tenth unwarped
+    # (measured over seeds 0-3: plain 0.09-0.10, warped 0.009-0.013).
+    assert plain > 0.05 and warped < 0.3 * plain, (plain, warped)
+
+
+def test_preset_prior_has_log_time_tasks():
+    from pfn.train import _preset_prior
+
+    assert 0 < _preset_prior()["ftpfn"]["log_time_task_prob"] < 1
