@@ -39,6 +39,7 @@ __all__ = [
     "METHODS",
     "MethodScore",
     "PFNMethod",
+    "PairedDifference",
     "PriorEvalResult",
     "SurrogateEvalConfig",
     "SurrogateEvalResult",
@@ -141,6 +142,24 @@ class MethodScore:
     time_s: float  # mean seconds per task
     n_tasks: int
     n_targets: int  # targets in total
+    mse_se: float = 0.0  # standard error of `mse` over tasks
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``method`` minus ``against`` on the same tasks: the mean per-task difference.
+
+    Both methods see identical tasks (same table, context size and seed), so the task-to-task
+    spread cancels and ``se`` says whether a lead is more than the draw of the tasks.
+    """
+
+    method: str
+    against: str
+    n_context: int
+    metric: str  # "ll" or "mse"
+    mean: float  # mean over tasks of (method - against)
+    se: float  # its standard error over tasks (0 with one task)
+    n_tasks: int
 
 
 @dataclass(frozen=True)
@@ -176,6 +195,30 @@ class SurrogateEvalResult:
             if s.method == method and s.n_context == n_context:
                 return s
         raise KeyError((method, n_context))
+
+    def paired(
+        self, method: str, against: str, n_context: int, metric: str = "mse"
+    ) -> PairedDifference:
+        """``method`` minus ``against`` in ``metric`` ("ll" or "mse"), task by task.
+
+        Raises:
+            ValueError: an unknown metric, or no task that both methods were scored on.
+        """
+        if metric not in ("ll", "mse"):
+            raise ValueError(f"metric must be 'll' or 'mse', got {metric!r}")
+
+        def per_task(name: str) -> dict[tuple[str, int], float]:
+            return {(r.table, r.seed): getattr(r, metric) for r in self.records
+                    if r.method == name and r.n_context == n_context}  # fmt: skip
+
+        a, b = per_task(method), per_task(against)
+        keys = sorted(a.keys() & b.keys())
+        if not keys:
+            raise ValueError(f"no task scored for both {method!r} and {against!r} at N={n_context}")
+        diff = np.array([a[k] - b[k] for k in keys])
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        return PairedDifference(method, against, n_context, metric, float(diff.mean()), se,
+                                diff.size)  # fmt: skip
 
 
 def _score_task(forecast: Forecast, y: np.ndarray, interval: float) -> tuple[float, float, float]:
@@ -273,24 +316,27 @@ def _aggregate(records: list[TaskRecord], config: SurrogateEvalConfig) -> list[M
         for n in config.context_sizes:
             rs = [r for r in records if r.method == method and r.n_context == n]
             ll = np.array([r.ll for r in rs])
+            mse = np.array([r.mse for r in rs])
             out.append(
                 MethodScore(
                     method=method,
                     n_context=n,
                     ll=float(ll.mean()),
                     ll_se=float(ll.std(ddof=1) / np.sqrt(ll.size)) if ll.size > 1 else 0.0,
-                    mse=float(np.mean([r.mse for r in rs])),
+                    mse=float(mse.mean()),
                     coverage=float(np.mean([r.coverage for r in rs])),
                     time_s=float(np.mean([r.time_s for r in rs])),
                     n_tasks=len(rs),
                     n_targets=int(sum(r.n_targets for r in rs)),
+                    mse_se=float(mse.std(ddof=1) / np.sqrt(mse.size)) if mse.size > 1 else 0.0,
                 )
             )
     return out
 
 
 def markdown_table(result: SurrogateEvalResult) -> str:
-    """The scores as a markdown table (one row per method and context size)."""
+    """The scores as a markdown table (one row per method and context size), best in bold; with
+    ``pfn`` and other methods, a second table of their paired differences against ``pfn``."""
     cfg = result.config
     lines = [
         f"Data `{Path(result.data).name}`, surrogate `{result.checkpoint}`, {cfg.seeds} seed(s); "
@@ -305,12 +351,28 @@ def markdown_table(result: SurrogateEvalResult) -> str:
         best_mse = min(r.mse for r in rows)
         for r in rows:
             ll = f"{r.ll:.3f} ± {r.ll_se:.3f}"
-            mse = f"{r.mse:.5f}"
+            mse = f"{r.mse:.5f} ± {r.mse_se:.5f}"
             lines.append(
                 f"| {n} | {r.method} | {f'**{ll}**' if r.ll == best_ll else ll} | "
                 f"{f'**{mse}**' if r.mse == best_mse else mse} | {r.coverage:.3f} | "
                 f"{1000 * r.time_s:.0f} | {r.n_tasks} |"
             )
+    others = [m for m in cfg.methods if m != "pfn"]
+    if "pfn" in cfg.methods and others:
+        lines += [
+            "",
+            "Paired against `pfn` on the same tasks (other minus pfn, mean ± s.e. over tasks; "
+            "log-lik < 0 and MSE > 0: pfn is better).",
+            "",
+            "| N | method | Δ log-lik | Δ MSE |",
+            "|---|---|---|---|",
+        ]
+        for n in cfg.context_sizes:
+            for m in others:
+                ll, mse = (result.paired(m, "pfn", n, k) for k in ("ll", "mse"))
+                lines.append(
+                    f"| {n} | {m} | {ll.mean:+.3f} ± {ll.se:.3f} | {mse.mean:+.5f} ± {mse.se:.5f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -68,7 +69,20 @@ def test_evaluate_surrogate_runs_every_method_and_writes_a_report(tiny, curve_fi
         assert s.n_tasks == 4 and np.isfinite(s.ll) and 0 <= s.coverage <= 1 and s.mse >= 0
     # the aggregate is the mean of the per-task records
     rs = [r for r in result.records if r.method == "last-value" and r.n_context == 40]
-    assert result.score("last-value", 40).mse == pytest.approx(np.mean([r.mse for r in rs]))
+    mses = np.array([r.mse for r in rs])
+    assert result.score("last-value", 40).mse == pytest.approx(mses.mean())
+    assert result.score("last-value", 40).mse_se == pytest.approx(mses.std(ddof=1) / 2)
+    # paired differences match the records task by task
+    pfn = {(r.table, r.seed): r for r in result.records if r.method == "pfn" and r.n_context == 40}
+    diff = np.array([r.ll - pfn[r.table, r.seed].ll for r in rs])
+    paired = result.paired("last-value", "pfn", 40, "ll")
+    assert paired.n_tasks == 4 and paired.mean == pytest.approx(diff.mean())
+    assert paired.se == pytest.approx(diff.std(ddof=1) / 2)
+    assert result.paired("pfn", "pfn", 20).mean == 0.0
+    with pytest.raises(ValueError, match="metric"):
+        result.paired("pfn", "last-value", 20, "coverage")
+    with pytest.raises(ValueError, match="no task"):
+        result.paired("pfn", "last-value", 30)
     assert sum(result.pit["pfn"]) == sum(r.n_targets for r in result.records if r.method == "pfn")
     paths = write_report(result, tmp_path / "rep", surrogate=tiny)
     assert {p.name for p in paths} == {
@@ -81,7 +95,11 @@ def test_evaluate_surrogate_runs_every_method_and_writes_a_report(tiny, curve_fi
     assert all(p.stat().st_size > 0 for p in paths)
     data = json.loads((tmp_path / "rep" / "results.json").read_text())
     assert len(data["scores"]) == 6
-    assert markdown_table(result).count("| 20 |") == 3
+    table = markdown_table(result)
+    assert table.count("| 20 |") == 3 + 2  # 3 methods, then 2 paired against pfn
+    assert "| 40 | pfn-single |" in table.split("Paired against")[1]
+    assert "Paired" not in markdown_table(dataclasses.replace(result, config=dataclasses.replace(
+        config, methods=("pfn",))))  # fmt: skip
 
 
 def test_bad_configuration_is_refused(tiny, curve_file):
