@@ -49,6 +49,12 @@ unchanged):
   The reference curves rise over one decade of their time axis: on LCDB (``t`` = size / largest
   size) a network trained without this predicted runs seen at ``t`` in ``[0.1, 0.3)`` to gain
   +0.003 by the end where they gained +0.048.
+* ``dip_task_prob > 0`` gives that share of tasks **dips**: each observation, independently with
+  probability ``U(0, max_dip_rate)`` (per task), is pulled towards the task's start value,
+  ``y -> y0 + v (y - y0)``, ``v ~ U(0, 1)`` (``dips``), and the run goes on from its curve at the
+  next step. Real runs do this (a loss spike, an unstable learner: on LCDB some accuracy curves
+  fall from 0.85 to 0.25 for a few training sizes and come back), while the reference noise is
+  small and Gaussian, so a network trained on it reads a dip as the start of a decline.
 
 Shape legend: B tasks, N candidate configurations, C curves touched by tokens (padded), T tokens,
 D hyperparameter slots, K = 4 basis curves.
@@ -105,6 +111,8 @@ class FTPFNPriorConfig:
     log_time_task_prob: float = 0.0  # share of tasks read on a log time axis (see `log_time`)
     min_log10_time_scale: float = 1.0  # K = 10^U(min, max): the warp's decades
     max_log10_time_scale: float = 4.0
+    dip_task_prob: float = 0.0  # share of tasks whose observations sometimes dip (see `dips`)
+    max_dip_rate: float = 0.2  # per-task dip probability ~ U(0, max_dip_rate)
     mlp: RandomMLPConfig = field(default_factory=RandomMLPConfig)  # per-task random network
 
     def __post_init__(self) -> None:
@@ -156,6 +164,8 @@ class FTPFNPriorConfig:
             "replicate_task_prob",
             "monotone_task_prob",
             "log_time_task_prob",
+            "dip_task_prob",
+            "max_dip_rate",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -183,6 +193,7 @@ class TaskDraw:
     seed_std: Tensor | None = None  # (B,) s, the seed effect in normal-quantile units
     monotone: Tensor | None = None  # (B,) bool: no post-saturation decline; None: not drawn
     time_scale: Tensor | None = None  # (B,) K of the log-time warp; 0: none; None: not drawn
+    dip_rate: Tensor | None = None  # (B,) probability that an observation dips; None: not drawn
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,21 @@ def log_time(t: Tensor, scale: Tensor) -> Tensor:
     warped = scale > 0
     k = torch.where(warped, scale, torch.ones_like(scale))
     return torch.where(warped, torch.log1p(k * t) / torch.log1p(k), t)
+
+
+def dips(
+    y: Tensor, y0: Tensor, rate: Tensor, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Pull each observation towards the start value with probability ``rate``.
+
+    ``y`` is (B, T) observations, ``y0`` and ``rate`` (B,) per task. A dipped observation becomes
+    ``y0 + v (y - y0)`` with ``v ~ U(0, 1)``: between the start value and the curve, so it stays in
+    ``[0, 1]``. Each observation dips on its own (the curve itself is unchanged), as a loss spike
+    or an unstable evaluation does. Returns a new (B, T) tensor.
+    """
+    u = torch.rand((2, *y.shape), generator=generator, device=y.device, dtype=y.dtype)
+    dipped = y0[:, None] + u[1] * (y - y0[:, None])
+    return torch.where(u[0] < rate[:, None], dipped, y)
 
 
 def stall(params: CurveParams, stalled: Tensor, *, noise_factor: float) -> CurveParams:
@@ -393,6 +419,12 @@ class FTPFNPrior:
             lo_k, hi_k = cfg.min_log10_time_scale, cfg.max_log10_time_scale
             scale = torch.exp(_LN10 * (lo_k + (hi_k - lo_k) * v[:, 1]))
             time_scale = torch.where(v[:, 0] < cfg.log_time_task_prob, scale, torch.zeros_like(y0))
+        dip_rate = None
+        if cfg.dip_task_prob > 0:
+            v = torch.rand(batch_size, 2, generator=generator, device=dev)
+            dip_rate = torch.where(
+                v[:, 0] < cfg.dip_task_prob, cfg.max_dip_rate * v[:, 1], torch.zeros_like(y0)
+            )
         return TaskDraw(
             n_hps,
             length,
@@ -406,6 +438,7 @@ class FTPFNPrior:
             seed_std,
             monotone,
             time_scale,
+            dip_rate,
         )
 
     def config_parameters(
@@ -505,6 +538,8 @@ class FTPFNPrior:
         token_curves = prepare(cp.params).take(row)  # fields (B, T) or (K, B, T)
         t_curve = t if tasks.time_scale is None else log_time(t, tasks.time_scale[:, None])
         y = observe(token_curves, t_curve, generator=generator)  # (B, T)
+        if tasks.dip_rate is not None:
+            y = dips(y, tasks.y0, tasks.dip_rate, generator=generator)
         return CurveBatch(
             configs=cp.configs,
             hp_mask=cp.hp_mask,

@@ -15,6 +15,7 @@ from priors.curves import CurveParams, mean_curve
 from priors.ftpfn import (
     FTPFNPrior,
     FTPFNPriorConfig,
+    dips,
     log_time,
     no_decline,
     one_hot_block,
@@ -202,6 +203,8 @@ def test_small_task_sizes():
         ({"monotone_task_prob": 1.1}, "monotone_task_prob"),
         ({"log_time_task_prob": -0.2}, "log_time_task_prob"),
         ({"min_log10_time_scale": 5.0}, "max_log10_time_scale"),
+        ({"dip_task_prob": 2.0}, "dip_task_prob"),
+        ({"max_dip_rate": -0.1}, "max_dip_rate"),
     ],
 )
 def test_invalid_config_raises_naming_the_argument(kwargs, name):
@@ -330,12 +333,14 @@ def test_additions_off_by_default_keep_the_reference_streams():
             monotone_task_prob=0.0,
             log_time_task_prob=0.0,
             max_log10_time_scale=6.0,
+            dip_task_prob=0.0,
+            max_dip_rate=0.5,
         )
     ).sample(2, generator=_gen(5))
     assert torch.equal(ref.y, off.y) and torch.equal(ref.configs, off.configs)
     tasks = FTPFNPrior().draw_tasks(3, generator=_gen(1))
     assert tasks.cat_size is None and tasks.replicates is None and tasks.monotone is None
-    assert tasks.time_scale is None
+    assert tasks.time_scale is None and tasks.dip_rate is None
 
 
 def test_log_uniform_hps_reach_every_slot_and_favour_few():
@@ -548,3 +553,39 @@ def test_preset_prior_has_log_time_tasks():
     from pfn.train import _preset_prior
 
     assert 0 < _preset_prior()["ftpfn"]["log_time_task_prob"] < 1
+
+
+def test_dips_pull_a_share_of_observations_towards_the_start():
+    y = torch.full((3, 20_000), 0.8)
+    y0 = torch.tensor([0.2, 0.2, 0.5])
+    rate = torch.tensor([0.0, 0.1, 1.0])
+    out = dips(y, y0, rate, generator=_gen(4))
+    assert torch.equal(out[0], y[0])  # rate 0: untouched
+    moved = out[1] != y[1]
+    assert 0.09 < float(moved.float().mean()) < 0.11
+    # a dipped value lies between the start and the curve, uniformly
+    v = (out[1][moved] - 0.2) / 0.6
+    assert float(v.min()) >= 0 and float(v.max()) <= 1
+    assert stats.kstest(v.numpy(), "uniform").pvalue > KS_P
+    assert float(out[2].min()) >= 0.5 and float(out[2].max()) <= 0.8 and (out[2] < 0.8).all()
+
+
+def test_dip_tasks_sample_dipped_observations():
+    base = dict(max_task_hps=2, n_configs=20, seq_len=200, min_curve_length=50,
+                max_curve_length=200, monotone_task_prob=1.0)  # fmt: skip
+    tasks = FTPFNPrior(FTPFNPriorConfig(dip_task_prob=0.5)).draw_tasks(20_000, generator=_gen(5))
+    assert tasks.dip_rate is not None
+    assert 0.48 < float((tasks.dip_rate > 0).float().mean()) < 0.52
+    assert float(tasks.dip_rate.max()) <= 0.2
+
+    def falls(config: FTPFNPriorConfig) -> float:
+        """Share of curve steps that drop by more than 0.1 (monotone curves with small noise)."""
+        batch = FTPFNPrior(config).sample(128, generator=_gen(6), n_context=200)
+        order = torch.argsort(batch.curve * 2 + batch.t, dim=1)  # by curve, then time
+        curve, y = batch.curve.gather(1, order), batch.y.gather(1, order)
+        same = curve[:, 1:] == curve[:, :-1]
+        return float(((y[:, :-1] - y[:, 1:] > 0.1) & same).sum() / same.sum())
+
+    plain = falls(FTPFNPriorConfig(**base))
+    dipped = falls(FTPFNPriorConfig(**base, dip_task_prob=1.0, max_dip_rate=0.2))
+    assert plain < 0.01 and dipped > 0.02, (plain, dipped)
