@@ -116,8 +116,9 @@ def _preset_prior() -> dict:
     """The prior of the CPU/GPU presets: the reference mixture, plus, in the FT-PFN tasks, stalled
     runs in half of them (``priors.ftpfn.stall``), up to 32 hyperparameters drawn log-uniformly,
     a one-hot categorical in 30%, repeated runs of each configuration in 30%, no
-    post-saturation decline in half of them (``priors.ftpfn.no_decline``) and a geometric budget
-    axis in 30% (``priors.ftpfn.log_time``; see
+    post-saturation decline in half of them (``priors.ftpfn.no_decline``), a geometric budget
+    axis in 30% (``priors.ftpfn.log_time``) and dipping observations in 30% (``priors.ftpfn.dips``;
+    see
     ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
     return {
         "name": "mixture",
@@ -129,6 +130,7 @@ def _preset_prior() -> dict:
             "replicate_task_prob": 0.3,
             "monotone_task_prob": 0.5,
             "log_time_task_prob": 0.3,
+            "dip_task_prob": 0.3,
         },
     }
 

@@ -553,6 +553,7 @@ def test_preset_prior_has_log_time_tasks():
     from pfn.train import _preset_prior
 
     assert 0 < _preset_prior()["ftpfn"]["log_time_task_prob"] < 1
+    assert 0 < _preset_prior()["ftpfn"]["dip_task_prob"] < 1
 
 
 def test_dips_pull_a_share_of_observations_towards_the_start():
