@@ -118,8 +118,7 @@ def _preset_prior() -> dict:
     a one-hot categorical in 30%, repeated runs of each configuration in 30%, no
     post-saturation decline in half of them (``priors.ftpfn.no_decline``), a geometric budget
     axis in 30% (``priors.ftpfn.log_time``) and dipping observations in 30% (``priors.ftpfn.dips``;
-    see
-    ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
+    see ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
     return {
         "name": "mixture",
         "ftpfn": {
