@@ -216,9 +216,13 @@ class SurrogateEvalResult:
         if not keys:
             raise ValueError(f"no task scored for both {method!r} and {against!r} at N={n_context}")
         diff = np.array([a[k] - b[k] for k in keys])
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
-        return PairedDifference(method, against, n_context, metric, float(diff.mean()), se,
-                                diff.size)  # fmt: skip
+        return PairedDifference(method, against, n_context, metric, float(diff.mean()),
+                                _standard_error(diff), diff.size)  # fmt: skip
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (1-D); 0 with fewer than two."""
+    return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
 
 
 def _score_task(forecast: Forecast, y: np.ndarray, interval: float) -> tuple[float, float, float]:
@@ -322,13 +326,13 @@ def _aggregate(records: list[TaskRecord], config: SurrogateEvalConfig) -> list[M
                     method=method,
                     n_context=n,
                     ll=float(ll.mean()),
-                    ll_se=float(ll.std(ddof=1) / np.sqrt(ll.size)) if ll.size > 1 else 0.0,
+                    ll_se=_standard_error(ll),
                     mse=float(mse.mean()),
                     coverage=float(np.mean([r.coverage for r in rs])),
                     time_s=float(np.mean([r.time_s for r in rs])),
                     n_tasks=len(rs),
                     n_targets=int(sum(r.n_targets for r in rs)),
-                    mse_se=float(mse.std(ddof=1) / np.sqrt(mse.size)) if mse.size > 1 else 0.0,
+                    mse_se=_standard_error(mse),
                 )
             )
     return out
@@ -563,7 +567,5 @@ def evaluate_prior(
         prior=prior,
         n_tasks=n_tasks,
         ll={f: float(v.mean()) for f, v in lls.items()},
-        ll_se={
-            f: float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0 for f, v in lls.items()
-        },  # fmt: skip
+        ll_se={f: _standard_error(v) for f, v in lls.items()},
     )

@@ -479,10 +479,13 @@ def test_monotone_tasks_never_turn_back_and_the_others_do():
     assert float((drop[~tasks.monotone] > 0.05).float().mean()) > 0.1
 
 
-def test_preset_prior_has_monotone_tasks():
+@pytest.mark.parametrize(
+    "share", ["monotone_task_prob", "log_time_task_prob", "dip_task_prob"]
+)  # fmt: skip
+def test_preset_prior_has_our_task_additions(share):
     from pfn.train import _preset_prior
 
-    assert 0 < _preset_prior()["ftpfn"]["monotone_task_prob"] < 1
+    assert 0 < _preset_prior()["ftpfn"][share] < 1
 
 
 def test_log_time_maps_the_unit_interval_onto_itself_concavely():
@@ -515,26 +518,28 @@ def test_log_time_tasks_draw_their_scale_in_range():
     assert stats.kstest(log_k, "uniform", args=(1.0, 2.0)).pvalue > KS_P
 
 
+# Small tasks of long monotone curves: a late rise or a fall between steps is then the curves' own
+# (or an addition's), not a post-saturation decline.
+_SMALL_MONOTONE = dict(max_task_hps=2, n_configs=20, seq_len=200, min_curve_length=50,
+                       max_curve_length=200, monotone_task_prob=1.0)  # fmt: skip
+
+
+def _mean_where(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) mean of ``y`` over the tokens in ``mask`` (0 where none)."""
+    return (y * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
 def _rise_after(prior: FTPFNPrior, seed: int) -> float:
     """Mean over tasks of (mean y of tokens at t > 0.9) - (mean y of tokens at t <= 0.1)."""
     batch = prior.sample(256, generator=_gen(seed), n_context=100)
     early, late = batch.t <= 0.1, batch.t > 0.9
     keep = early.any(1) & late.any(1)
-    rise = (batch.y * late).sum(1) / late.sum(1).clamp(min=1) - (batch.y * early).sum(
-        1
-    ) / early.sum(1).clamp(min=1)
+    rise = _mean_where(batch.y, late) - _mean_where(batch.y, early)
     return float(rise[keep].mean())
 
 
 def test_log_time_tasks_do_most_of_their_rise_early():
-    base = dict(
-        max_task_hps=2,
-        n_configs=20,
-        seq_len=200,
-        min_curve_length=50,
-        max_curve_length=200,
-        monotone_task_prob=1.0,  # no declines: the late rise is the curves' own
-    )
+    base = _SMALL_MONOTONE
     plain = _rise_after(FTPFNPrior(FTPFNPriorConfig(**base)), 3)
     warped = _rise_after(
         FTPFNPrior(
@@ -547,13 +552,6 @@ def test_log_time_tasks_do_most_of_their_rise_early():
     # K = 10^4: by t = 0.1 the curve has covered 3/4 of its time axis, against a tenth unwarped
     # (measured over seeds 0-3: plain 0.09-0.10, warped 0.009-0.013).
     assert plain > 0.05 and warped < 0.3 * plain, (plain, warped)
-
-
-def test_preset_prior_has_log_time_tasks():
-    from pfn.train import _preset_prior
-
-    assert 0 < _preset_prior()["ftpfn"]["log_time_task_prob"] < 1
-    assert 0 < _preset_prior()["ftpfn"]["dip_task_prob"] < 1
 
 
 def test_dips_pull_a_share_of_observations_towards_the_start():
@@ -572,8 +570,7 @@ def test_dips_pull_a_share_of_observations_towards_the_start():
 
 
 def test_dip_tasks_sample_dipped_observations():
-    base = dict(max_task_hps=2, n_configs=20, seq_len=200, min_curve_length=50,
-                max_curve_length=200, monotone_task_prob=1.0)  # fmt: skip
+    base = _SMALL_MONOTONE
     tasks = FTPFNPrior(FTPFNPriorConfig(dip_task_prob=0.5)).draw_tasks(20_000, generator=_gen(5))
     assert tasks.dip_rate is not None
     assert 0.48 < float((tasks.dip_rate > 0).float().mean()) < 0.52
