@@ -117,7 +117,8 @@ def _preset_prior() -> dict:
     runs in half of them (``priors.ftpfn.stall``), up to 32 hyperparameters drawn log-uniformly,
     a one-hot categorical in 30%, repeated runs of each configuration in 30%, no
     post-saturation decline in half of them (``priors.ftpfn.no_decline``), a geometric budget
-    axis in 30% (``priors.ftpfn.log_time``) and dipping observations in 30% (``priors.ftpfn.dips``;
+    axis in 30% (``priors.ftpfn.log_time``), half of those observed on a geometric grid
+    (``priors.ftpfn.geometric_grid``) and dipping observations in 30% (``priors.ftpfn.dips``;
     see ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
     return {
         "name": "mixture",
@@ -129,6 +130,7 @@ def _preset_prior() -> dict:
             "replicate_task_prob": 0.3,
             "monotone_task_prob": 0.5,
             "log_time_task_prob": 0.3,
+            "geometric_grid_prob": 0.5,
             "dip_task_prob": 0.3,
         },
     }

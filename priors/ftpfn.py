@@ -49,6 +49,12 @@ unchanged):
   The reference curves rise over one decade of their time axis: on LCDB (``t`` = size / largest
   size) a network trained without this predicted runs seen at ``t`` in ``[0.1, 0.3)`` to gain
   +0.003 by the end where they gained +0.048.
+* ``geometric_grid_prob > 0`` puts that share of the log-time tasks on a **geometric grid**: step
+  ``s`` of ``n`` is observed at ``t = K^(-(n - s) / (n - 1))`` (``geometric_grid``), from
+  ``1 / K`` to 1 with a constant ratio, instead of at ``s / n``. Budgets whose progress is
+  logarithmic are often recorded that way (LCDB's training sizes grow by sqrt(2)), and on a
+  uniform grid alone the network never sees such spacing, let alone learns that it goes with
+  curves still rising late.
 * ``dip_task_prob > 0`` gives that share of tasks **dips**: each observation, independently with
   probability ``U(0, max_dip_rate)`` (per task), is pulled towards the task's start value,
   ``y -> y0 + v (y - y0)``, ``v ~ U(0, 1)`` (``dips``), and the run goes on from its curve at the
@@ -111,6 +117,7 @@ class FTPFNPriorConfig:
     log_time_task_prob: float = 0.0  # share of tasks read on a log time axis (see `log_time`)
     min_log10_time_scale: float = 1.0  # K = 10^U(min, max): the warp's decades
     max_log10_time_scale: float = 4.0
+    geometric_grid_prob: float = 0.0  # share of log-time tasks on a geometric grid
     dip_task_prob: float = 0.0  # share of tasks whose observations sometimes dip (see `dips`)
     max_dip_rate: float = 0.2  # per-task dip probability ~ U(0, max_dip_rate)
     mlp: RandomMLPConfig = field(default_factory=RandomMLPConfig)  # per-task random network
@@ -156,6 +163,14 @@ class FTPFNPriorConfig:
             raise ValueError("max_log10_seed_std is below min_log10_seed_std")
         if self.max_log10_time_scale < self.min_log10_time_scale:
             raise ValueError("max_log10_time_scale is below min_log10_time_scale")
+        if self.geometric_grid_prob > 0 and self.log_time_task_prob == 0:
+            raise ValueError(
+                "geometric_grid_prob > 0 needs log_time_task_prob > 0 (it picks among those)"
+            )
+        if self.geometric_grid_prob > 0 and self.min_log10_time_scale <= 0:
+            raise ValueError(
+                "geometric_grid_prob > 0 needs min_log10_time_scale > 0 (a grid from 1/K to 1)"
+            )
         for name in (
             "ceiling_prob",
             "stall_task_prob",
@@ -164,6 +179,7 @@ class FTPFNPriorConfig:
             "replicate_task_prob",
             "monotone_task_prob",
             "log_time_task_prob",
+            "geometric_grid_prob",
             "dip_task_prob",
             "max_dip_rate",
         ):
@@ -193,6 +209,7 @@ class TaskDraw:
     seed_std: Tensor | None = None  # (B,) s, the seed effect in normal-quantile units
     monotone: Tensor | None = None  # (B,) bool: no post-saturation decline; None: not drawn
     time_scale: Tensor | None = None  # (B,) K of the log-time warp; 0: none; None: not drawn
+    geometric: Tensor | None = None  # (B,) bool: steps on a geometric grid; None: not drawn
     dip_rate: Tensor | None = None  # (B,) probability that an observation dips; None: not drawn
 
 
@@ -281,6 +298,19 @@ def log_time(t: Tensor, scale: Tensor) -> Tensor:
     warped = scale > 0
     k = torch.where(warped, scale, torch.ones_like(scale))
     return torch.where(warped, torch.log1p(k * t) / torch.log1p(k), t)
+
+
+def geometric_grid(step: Tensor, length: Tensor, scale: Tensor) -> Tensor:
+    """The time of step ``s`` of ``n`` on a geometric grid from ``1 / K`` to 1.
+
+    ``t = K^(-(n - s) / (n - 1))``: consecutive steps differ by the ratio ``K^(1 / (n - 1))``
+    (``K = 256``, ``n = 17``: sqrt(2), the grid of LCDB's training sizes), the last step is
+    ``t = 1`` and a one-step curve (``n = 1``) sits at ``t = 1``. ``step``, ``length`` (long,
+    ``1 <= s <= n``) and ``scale`` (``K > 1``) broadcast together; returns float times in
+    ``[1 / K, 1]``.
+    """
+    steps_left = (length - step).float() / (length - 1).clamp(min=1).float()
+    return torch.exp(-steps_left * torch.log(scale))
 
 
 def dips(
@@ -419,6 +449,10 @@ class FTPFNPrior:
             lo_k, hi_k = cfg.min_log10_time_scale, cfg.max_log10_time_scale
             scale = torch.exp(_LN10 * (lo_k + (hi_k - lo_k) * v[:, 1]))
             time_scale = torch.where(v[:, 0] < cfg.log_time_task_prob, scale, torch.zeros_like(y0))
+        geometric = None
+        if time_scale is not None and cfg.geometric_grid_prob > 0:  # drawn only then, as above
+            v = torch.rand(batch_size, generator=generator, device=dev)
+            geometric = (v < cfg.geometric_grid_prob) & (time_scale > 0)
         dip_rate = None
         if cfg.dip_task_prob > 0:
             v = torch.rand(batch_size, 2, generator=generator, device=dev)
@@ -438,6 +472,7 @@ class FTPFNPrior:
             seed_std,
             monotone,
             time_scale,
+            geometric,
             dip_rate,
         )
 
@@ -533,6 +568,9 @@ class FTPFNPrior:
 
         cp = self.config_parameters(tasks, n_curves, c, generator=generator)
         t = step.float() / tasks.length[:, None].float()  # (B, T)
+        if tasks.geometric is not None:
+            on_grid = geometric_grid(step, tasks.length[:, None], tasks.time_scale[:, None])
+            t = torch.where(tasks.geometric[:, None], on_grid, t)
         first_row = n_curves.cumsum(0) - n_curves  # (B,) packed index of each task's curve 0
         row = first_row[:, None] + curve  # (B, T) packed row of each token
         token_curves = prepare(cp.params).take(row)  # fields (B, T) or (K, B, T)

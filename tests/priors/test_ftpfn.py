@@ -16,6 +16,7 @@ from priors.ftpfn import (
     FTPFNPrior,
     FTPFNPriorConfig,
     dips,
+    geometric_grid,
     log_time,
     no_decline,
     one_hot_block,
@@ -204,6 +205,12 @@ def test_small_task_sizes():
         ({"log_time_task_prob": -0.2}, "log_time_task_prob"),
         ({"min_log10_time_scale": 5.0}, "max_log10_time_scale"),
         ({"dip_task_prob": 2.0}, "dip_task_prob"),
+        ({"geometric_grid_prob": 1.5, "log_time_task_prob": 0.3}, "geometric_grid_prob"),
+        ({"geometric_grid_prob": 0.5}, "needs log_time_task_prob"),
+        (
+            {"geometric_grid_prob": 0.5, "log_time_task_prob": 0.3, "min_log10_time_scale": 0.0},
+            "needs min_log10_time_scale",
+        ),
         ({"max_dip_rate": -0.1}, "max_dip_rate"),
     ],
 )
@@ -333,6 +340,7 @@ def test_additions_off_by_default_keep_the_reference_streams():
             monotone_task_prob=0.0,
             log_time_task_prob=0.0,
             max_log10_time_scale=6.0,
+            geometric_grid_prob=0.0,
             dip_task_prob=0.0,
             max_dip_rate=0.5,
         )
@@ -340,7 +348,10 @@ def test_additions_off_by_default_keep_the_reference_streams():
     assert torch.equal(ref.y, off.y) and torch.equal(ref.configs, off.configs)
     tasks = FTPFNPrior().draw_tasks(3, generator=_gen(1))
     assert tasks.cat_size is None and tasks.replicates is None and tasks.monotone is None
-    assert tasks.time_scale is None and tasks.dip_rate is None
+    assert tasks.time_scale is None and tasks.dip_rate is None and tasks.geometric is None
+    # log-time tasks without a geometric grid draw no grid flags (and so no extra random numbers)
+    warped = FTPFNPrior(FTPFNPriorConfig(log_time_task_prob=0.3)).draw_tasks(3, generator=_gen(1))
+    assert warped.time_scale is not None and warped.geometric is None
 
 
 def test_log_uniform_hps_reach_every_slot_and_favour_few():
@@ -480,7 +491,7 @@ def test_monotone_tasks_never_turn_back_and_the_others_do():
 
 
 @pytest.mark.parametrize(
-    "share", ["monotone_task_prob", "log_time_task_prob", "dip_task_prob"]
+    "share", ["monotone_task_prob", "log_time_task_prob", "geometric_grid_prob", "dip_task_prob"]
 )  # fmt: skip
 def test_preset_prior_has_our_task_additions(share):
     from pfn.train import _preset_prior
@@ -552,6 +563,61 @@ def test_log_time_tasks_do_most_of_their_rise_early():
     # K = 10^4: by t = 0.1 the curve has covered 3/4 of its time axis, against a tenth unwarped
     # (measured over seeds 0-3: plain 0.09-0.10, warped 0.009-0.013).
     assert plain > 0.05 and warped < 0.3 * plain, (plain, warped)
+
+
+def test_geometric_grid_spaces_steps_by_a_constant_ratio_from_one_over_k_to_one():
+    n = torch.tensor([[17], [5], [1]])
+    step = torch.tensor([[1, 2, 9, 17], [1, 2, 3, 5], [1, 1, 1, 1]])
+    t = geometric_grid(step, n, torch.tensor([[256.0], [10.0], [100.0]]))
+    ratio = 256.0 ** (1 / 16)  # sqrt(2)
+    assert torch.allclose(t[0], torch.tensor([1 / 256, ratio / 256, 1 / 16, 1.0]))
+    assert torch.allclose(t[1], torch.tensor([0.1, 10**-0.75, 10**-0.5, 1.0]))
+    assert torch.equal(t[2], torch.ones(4))  # a one-step curve ends at once
+
+
+def test_geometric_grid_tasks_are_a_share_of_the_log_time_tasks():
+    cfg = FTPFNPriorConfig(log_time_task_prob=0.4, geometric_grid_prob=0.5)
+    tasks = FTPFNPrior(cfg).draw_tasks(20_000, generator=_gen(6))
+    assert tasks.geometric is not None and tasks.time_scale is not None
+    assert not bool(tasks.geometric[tasks.time_scale == 0].any())  # only log-time tasks
+    assert 0.18 < float(tasks.geometric.float().mean()) < 0.22
+
+
+def _context_log_ratios(batch) -> list[torch.Tensor]:
+    """Per task and curve with >= 3 context points: the log ratios of consecutive times."""
+    out = []
+    for b in range(batch.t.shape[0]):
+        ctx_t, ctx_c = batch.t[b, : batch.n_context], batch.curve[b, : batch.n_context]
+        for c in ctx_c.unique():
+            times = ctx_t[ctx_c == c]  # steps 1..k in order
+            if times.numel() >= 3:
+                out.append(torch.log(times).diff())
+    return out
+
+
+def test_geometric_grid_tasks_are_observed_on_the_grid_and_still_read_on_the_log_axis():
+    cfg = FTPFNPriorConfig(
+        **_SMALL_MONOTONE,
+        log_time_task_prob=1.0,
+        geometric_grid_prob=1.0,
+        min_log10_time_scale=4.0,
+        max_log10_time_scale=4.0,
+    )
+    batch = FTPFNPrior(cfg).sample(64, generator=_gen(7), n_context=100)
+    assert float(batch.t.min()) >= 1e-4 * (1 - 1e-5) and float(batch.t.max()) <= 1.0 + 1e-6
+    ratios = _context_log_ratios(batch)
+    assert len(ratios) > 20
+    for r in ratios:  # one constant ratio per curve (a uniform grid's ratios shrink: (s + 1) / s)
+        assert float(r.min()) > 0 and float(r.max() - r.min()) < 1e-3 * float(r.mean()) + 1e-5
+    # Read on the log axis, a curve does most of its rise in the first half of its steps
+    # (t < K^-1/2 = 0.01); read at t itself it would do most of it in the second half (measured
+    # over seeds 0-3: 0.72-0.81 of the rise, against 0.35 without the warp).
+    batch = FTPFNPrior(cfg).sample(256, generator=_gen(0), n_context=100)
+    start, mid, end = batch.t <= 1.5e-4, (batch.t > 0.008) & (batch.t < 0.0125), batch.t >= 0.99
+    keep = start.any(1) & mid.any(1) & end.any(1)
+    first = _mean_where(batch.y, mid) - _mean_where(batch.y, start)
+    total = _mean_where(batch.y, end) - _mean_where(batch.y, start)
+    assert float(first[keep].mean()) > 0.6 * float(total[keep].mean()) > 0.02
 
 
 def test_dips_pull_a_share_of_observations_towards_the_start():
