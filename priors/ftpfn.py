@@ -22,6 +22,13 @@ unchanged):
   **stalled** configurations (``stall``): those whose asymptote uniform falls below the share, so
   a smooth region of the hyperparameter space, stay flat at the start value with less noise, as
   dead runs do in real searches.
+  With ``late_start_share > 0``, that share of the stalled region, its configurations nearest
+  the edge, are **late starters** (``late_onset``): flat and quiet like stalled runs until an
+  onset time, then their own curve, compressed into the time left. LCDB's learners sit at the
+  majority-class accuracy for the first training sizes and then learn; TaskSet's runs at ln 2 for
+  some evaluations take off. Without late starters a network is sure that a flat, quiet run
+  stays flat (on LCDB, 38% of the runs with a constant prefix moved by more than 0.01, and 69% of
+  their final values fell inside its 90% interval).
 * ``log_uniform_hps`` draws ``d`` log-uniformly, so that tasks with many hyperparameters (up to
   every slot) are seen without drowning the common small ones; the reference stops at 10 and
   leaves the network's other slots untrained.
@@ -104,6 +111,7 @@ class FTPFNPriorConfig:
     stall_task_prob: float = 0.0
     max_stall_share: float = 0.8
     stall_noise_factor: float = 0.1  # a stalled run's noise std = this x its drawn std
+    late_start_share: float = 0.0  # share of the stalled region that starts late (`late_onset`)
     # Hyperparameter counts, categoricals and repeated runs (not in the reference; off by default).
     # d = min_hps - 1 + floor(exp(U(0, ln(max_task_hps - min_hps + 2)))) instead of uniform:
     log_uniform_hps: bool = False
@@ -163,6 +171,8 @@ class FTPFNPriorConfig:
             raise ValueError("max_log10_seed_std is below min_log10_seed_std")
         if self.max_log10_time_scale < self.min_log10_time_scale:
             raise ValueError("max_log10_time_scale is below min_log10_time_scale")
+        if self.late_start_share > 0 and self.stall_task_prob == 0:
+            raise ValueError("late_start_share > 0 needs stall_task_prob > 0 (it splits those)")
         if self.geometric_grid_prob > 0 and self.log_time_task_prob == 0:
             raise ValueError(
                 "geometric_grid_prob > 0 needs log_time_task_prob > 0 (it picks among those)"
@@ -175,6 +185,7 @@ class FTPFNPriorConfig:
             "ceiling_prob",
             "stall_task_prob",
             "max_stall_share",
+            "late_start_share",
             "categorical_task_prob",
             "replicate_task_prob",
             "monotone_task_prob",
@@ -222,6 +233,7 @@ class ConfigParameters:
     row_mask: Tensor  # (B, M) bool: real configurations
     params: CurveParams  # fields (R,) or (R, K): the R real rows, packed in (b, m) order
     stalled: Tensor | None = None  # (R,) bool: the row never learns (`stall`); None: no stalling
+    onset: Tensor | None = None  # (R,) in [0, 1]: a late starter's onset, 0 for others; None: none
 
 
 def parameters_from_uniforms(u: Tensor, *, y0: Tensor, ymax: Tensor) -> CurveParams:
@@ -326,6 +338,30 @@ def dips(
     u = torch.rand((2, *y.shape), generator=generator, device=y.device, dtype=y.dtype)
     dipped = y0[:, None] + u[1] * (y - y0[:, None])
     return torch.where(u[0] < rate[:, None], dipped, y)
+
+
+def late_onset(u0: Tensor, stall_share: Tensor, late_share: float) -> Tensor:
+    """The onset time of each configuration, 0 for all but the late starters.
+
+    A configuration is stalled when its asymptote uniform ``u0`` is below the task's
+    ``stall_share`` (``stall``). The top ``late_share`` of that region, its edge towards the
+    learning configurations, starts late instead: at ``onset = (s - u0) / (late_share s)``, in
+    ``(0, 1]``, which grows smoothly from the edge inwards (``s`` = ``stall_share``). ``u0`` is
+    (R,); ``stall_share`` broadcasts with it. Returns (R,) onsets.
+    """
+    depth = (stall_share - u0) / (late_share * stall_share).clamp(min=1e-12)  # 0 at the edge
+    late = (u0 < stall_share) & (depth <= 1.0)
+    return torch.where(late, depth.clamp(min=1e-6), torch.zeros_like(u0))
+
+
+def start_late(t: Tensor, onset: Tensor) -> Tensor:
+    """Curve time of a run that starts at ``onset``: 0 before it, then ``(t - on) / (1 - on)``.
+
+    ``t`` and ``onset`` broadcast; ``onset = 0`` leaves ``t`` as is and ``onset = 1`` keeps the
+    run at its start for good.
+    """
+    shifted = (t - onset) / (1.0 - onset).clamp(min=1e-6)
+    return torch.where(onset > 0, shifted.clamp(min=0.0), t)
 
 
 def stall(params: CurveParams, stalled: Tensor, *, noise_factor: float) -> CurveParams:
@@ -520,12 +556,16 @@ class FTPFNPrior:
         if tasks.monotone is not None:
             u = no_decline(u, tasks.monotone[task])
         params = parameters_from_uniforms(u, y0=tasks.y0[task], ymax=tasks.ymax[task])
-        stalled = None
+        stalled = onset = None
         if tasks.stall_share is not None:
             # The configurations whose asymptote would have been the lowest: smooth in λ.
-            stalled = u[:, 0] < tasks.stall_share[task]
+            share = tasks.stall_share[task]
+            stalled = u[:, 0] < share
+            if self.config.late_start_share > 0:
+                onset = late_onset(u[:, 0], share, self.config.late_start_share)
+                stalled = stalled & (onset == 0)  # late starters keep their curve
             params = stall(params, stalled, noise_factor=self.config.stall_noise_factor)
-        return ConfigParameters(configs, hp_mask, row_mask, params, stalled)
+        return ConfigParameters(configs, hp_mask, row_mask, params, stalled, onset)
 
     def sample_parameters(
         self, batch_size: int, n_rows: int, *, generator: torch.Generator
@@ -575,6 +615,12 @@ class FTPFNPrior:
         row = first_row[:, None] + curve  # (B, T) packed row of each token
         token_curves = prepare(cp.params).take(row)  # fields (B, T) or (K, B, T)
         t_curve = t if tasks.time_scale is None else log_time(t, tasks.time_scale[:, None])
+        if cp.onset is not None:  # late starters: flat and quiet (as if stalled) until their onset
+            onset = cp.onset.take(row)  # (B, T)
+            quiet = t_curve < onset
+            sigma = token_curves.sigma * torch.where(quiet, cfg.stall_noise_factor, 1.0)
+            token_curves = replace(token_curves, sigma=sigma)
+            t_curve = start_late(t_curve, onset)
         y = observe(token_curves, t_curve, generator=generator)  # (B, T)
         if tasks.dip_rate is not None:
             y = dips(y, tasks.y0, tasks.dip_rate, generator=generator)
