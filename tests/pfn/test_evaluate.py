@@ -15,6 +15,10 @@ from pfn.eval_tasks import build_eval_task
 from pfn.evaluate import (
     PFNMethod,
     SurrogateEvalConfig,
+    SurrogateEvalResult,
+    TaskRecord,
+    _aggregate,
+    _inside_coverage,
     _score_task,
     evaluate_prior,
     evaluate_surrogate,
@@ -40,6 +44,38 @@ def test_score_task_by_hand():
     assert mse == pytest.approx((0.0 + 0.16) / 2, abs=1e-9)
     assert cover == 0.5  # 0.9 is 4 sigma out
     assert ll == pytest.approx(f.log_prob(y).mean())
+
+
+def test_targets_on_a_bound_are_counted_apart():
+    # a sure forecast near 1 still puts its 95% quantile below 1: the target at 1 is a miss
+    f = GaussianForecast(np.array([0.5, 0.99, 0.5]), np.array([0.1, 0.01, 0.1]))
+    y = np.array([0.5, 1.0, 0.0])
+    assert _score_task(f, y, 0.9)[2] == pytest.approx(1 / 3)
+    assert _inside_coverage(f, y, 0.9) == (2, 1.0)
+    n, inside = _inside_coverage(f, np.array([1.0, 1.0, 0.0]), 0.9)
+    assert n == 3 and np.isnan(inside)
+
+
+def test_aggregate_averages_the_share_on_bound_and_skips_tasks_without_inside_targets():
+    config = SurrogateEvalConfig(context_sizes=(10,), seeds=2, methods=("last-value",))
+    rec = dict(method="last-value", table="a", n_context=10, n_context_actual=10, ll=0.0, mse=0.0,
+               time_s=0.0)  # fmt: skip
+    records = [
+        TaskRecord(**rec, seed=0, n_targets=4, coverage=0.5, n_on_bound=2, coverage_inside=1.0),
+        TaskRecord(
+            **rec, seed=1, n_targets=2, coverage=0.0, n_on_bound=2, coverage_inside=float("nan")
+        ),
+    ]
+    (score,) = _aggregate(records, config)
+    assert score.share_on_bound == pytest.approx((0.5 + 1.0) / 2)
+    assert score.coverage_inside == 1.0 and score.coverage == 0.25
+    table = markdown_table(SurrogateEvalResult("x.h5", "ckpt", config, [score], records))
+    assert "| 10 | last-value |" in table and "| 0.250 | 1.000 |" in table
+    assert "75.0%–75.0% of the targets" in table
+    plain = dataclasses.replace(score, share_on_bound=0.0)
+    assert "of the targets" not in markdown_table(
+        SurrogateEvalResult("x.h5", "ckpt", config, [plain], records)
+    )
 
 
 def test_pfn_modes_see_what_they_should(tiny, curve_file):
