@@ -383,8 +383,15 @@ class BarDistribution(nn.Module):
             (...) float32, >= 0.
         """
         probs = self.probs(logits)  # (..., K)
-        t = self._values(logits, threshold, "threshold").unsqueeze(-1)  # (..., 1)
         lo, hi = self.borders[:-1], self.borders[1:]  # (K,)
+        if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
+            # One threshold for all (the acquisition's case): the per-bucket integrals are one
+            # (K,) vector, and the sum over buckets a matrix-vector product.
+            t = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
+            inside = torch.minimum(torch.maximum(t, lo), hi)  # (K,)
+            per_bucket = (hi - inside) / self.widths * (0.5 * ((hi - t) + (inside - t)))  # (K,)
+            return probs @ per_bucket
+        t = self._values(logits, threshold, "threshold").unsqueeze(-1)  # (..., 1)
         inside = torch.minimum(torch.maximum(t, lo), hi)  # (..., K)
         per_bucket = (hi - inside) / self.widths * (0.5 * ((hi - t) + (inside - t)))  # (..., K)
         return (probs * per_bucket).sum(-1)

@@ -220,6 +220,16 @@ def test_ei_by_hand(dist, logits):
     torch.testing.assert_close(dist.ei(logits, t), expected)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ei_with_one_threshold_for_all_matches_one_per_row(seed):
+    dist, logits = random_case(seed)
+    rows = logits.shape[:-1]
+    for t in (-0.5, float(dist.borders[0]), 0.3, 0.77, float(dist.borders[-1]), 1.5):
+        per_row = dist.ei(logits, torch.full(rows, t))
+        torch.testing.assert_close(dist.ei(logits, t), per_row, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(dist.ei(logits, torch.tensor(t)), per_row, rtol=1e-5, atol=1e-7)
+
+
 # ---- identities and independent checks -------------------------------------------------------
 
 
