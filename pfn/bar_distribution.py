@@ -386,11 +386,12 @@ class BarDistribution(nn.Module):
         lo, hi = self.borders[:-1], self.borders[1:]  # (K,)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the per-bucket integrals are one
-            # (K,) vector, and the sum over buckets a matrix-vector product.
+            # (K,) vector instead of (..., K) temporaries. (A product and a sum rather than a
+            # matrix-vector product, which autocast would run in half precision.)
             t = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
             inside = torch.minimum(torch.maximum(t, lo), hi)  # (K,)
             per_bucket = (hi - inside) / self.widths * (0.5 * ((hi - t) + (inside - t)))  # (K,)
-            return probs @ per_bucket
+            return (probs * per_bucket).sum(-1)
         t = self._values(logits, threshold, "threshold").unsqueeze(-1)  # (..., 1)
         inside = torch.minimum(torch.maximum(t, lo), hi)  # (..., K)
         per_bucket = (hi - inside) / self.widths * (0.5 * ((hi - t) + (inside - t)))  # (..., K)

@@ -10,9 +10,10 @@ every method predicts its targets. Per method and context size we report, in sco
 * ``coverage``: share of targets inside the central ``interval`` (default 90%) interval;
 * ``coverage_inside``: the same over the targets strictly inside the score range, and
   ``share_on_bound``: the share of targets exactly on one of its ends (a bounded metric at its
-  bound: 100% accuracy). A predictive with a density puts no mass on a single point, so its
-  central interval never reaches such a target (its 95% quantile stays below 1), however sure it
-  is that the run ends near the bound; ``coverage`` counts them as misses all the same;
+  bound, such as 100% accuracy; a diverged run, scored 0; a value clipped at a bound). A
+  predictive with a density puts no mass on a single point, so its central interval (almost)
+  never reaches such a target (the bar distribution's 95% quantile stays below 1), however sure
+  it is that the run ends near the bound; ``coverage`` counts them as misses all the same;
 * ``time_s``: mean wall-clock seconds of one task's prediction (the forward pass for a PFN).
 
 Methods: ``pfn`` (the surrogate with hyperparameters), ``pfn-no-hps`` (the same network, all
@@ -149,7 +150,8 @@ class MethodScore:
     n_targets: int  # targets in total
     mse_se: float = 0.0  # standard error of `mse` over tasks
     share_on_bound: float = 0.0  # share of the targets on an end of the score range (0 or 1)
-    coverage_inside: float = float("nan")  # coverage of the other targets (NaN: there are none)
+    coverage_inside: float = float("nan")  # coverage of the other targets (NaN: there are none;
+    # null in results.json)
 
 
 @dataclass(frozen=True)
@@ -385,16 +387,16 @@ def markdown_table(result: SurrogateEvalResult) -> str:
             lines.append(
                 f"| {n} | {r.method} | {f'**{ll}**' if r.ll == best_ll else ll} | "
                 f"{f'**{mse}**' if r.mse == best_mse else mse} | {r.coverage:.3f} | "
-                f"{r.coverage_inside:.3f} | {1000 * r.time_s:.0f} | {r.n_tasks} |"
+                f"{_or_dash(r.coverage_inside)} | {1000 * r.time_s:.0f} | {r.n_tasks} |"
             )
     on_bound = [result.score(cfg.methods[0], n).share_on_bound for n in cfg.context_sizes]
     if max(on_bound) > 0:
         lines += [
             "",
             f"{min(on_bound):.1%}–{max(on_bound):.1%} of the targets (mean per task) lie exactly "
-            "on an end of the score range (a bounded metric at its bound). No predictive with a "
-            "density covers such a point with a central interval; *coverage inside* is the "
-            "coverage of the other targets.",
+            "on an end of the score range (a bounded metric at its bound, a diverged run). A "
+            "predictive with a density (almost) never covers such a point with a central "
+            "interval; *coverage inside* is the coverage of the other targets.",
         ]
     others = [m for m in cfg.methods if m != "pfn"]
     if "pfn" in cfg.methods and others:
@@ -415,6 +417,16 @@ def markdown_table(result: SurrogateEvalResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _or_dash(value: float) -> str:
+    """``value`` to 3 decimals, or "–" for NaN (nothing to measure)."""
+    return "–" if np.isnan(value) else f"{value:.3f}"
+
+
+def _nan_to_none(row: dict) -> dict:
+    """``row`` with NaN floats as None, so that results.json is strict JSON (null)."""
+    return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
+
+
 def write_report(
     result: SurrogateEvalResult,
     out_dir: str | Path,
@@ -429,8 +441,8 @@ def write_report(
         "data": result.data,
         "checkpoint": result.checkpoint,
         "config": asdict(result.config),
-        "scores": [asdict(s) for s in result.scores],
-        "records": [asdict(r) for r in result.records],
+        "scores": [_nan_to_none(asdict(s)) for s in result.scores],
+        "records": [_nan_to_none(asdict(r)) for r in result.records],
         "pit_histograms": result.pit,
     }
     paths = [out / "results.json", out / "results.md"]

@@ -24,7 +24,9 @@ unchanged):
   dead runs do in real searches.
   With ``late_start_share > 0``, that share of the stalled region, its configurations nearest
   the edge, are **late starters** (``late_onset``): flat and quiet like stalled runs until an
-  onset time, then their own curve, compressed into the time left. LCDB's learners sit at the
+  onset time, then their own curve, compressed into the time left (the onset is on the curve's
+  own time axis, after a log-time warp: on a uniform grid of a warped task late starters take off
+  within the first few steps). LCDB's learners sit at the
   majority-class accuracy for the first training sizes and then learn; TaskSet's runs at ln 2 for
   some evaluations take off. Without late starters a network is sure that a flat, quiet run
   stays flat (on LCDB, 38% of the runs with a constant prefix moved by more than 0.01, and 69% of
@@ -61,7 +63,8 @@ unchanged):
   ``1 / K`` to 1 with a constant ratio, instead of at ``s / n``. Budgets whose progress is
   logarithmic are often recorded that way (LCDB's training sizes grow by sqrt(2)), and on a
   uniform grid alone the network never sees such spacing, let alone learns that it goes with
-  curves still rising late.
+  curves still rising late. The first step's time ``1 / K`` is tied to the warp's ``K``, so the
+  curve is first seen at ``x = ln 2 / ln(1 + K)`` (0.29 for ``K = 10``, 0.08 for ``K = 10^4``).
 * ``dip_task_prob > 0`` gives that share of tasks **dips**: each observation, independently with
   probability ``U(0, max_dip_rate)`` (per task), is pulled towards the task's start value,
   ``y -> y0 + v (y - y0)``, ``v ~ U(0, 1)`` (``dips``), and the run goes on from its curve at the
@@ -608,8 +611,12 @@ class FTPFNPrior:
 
         cp = self.config_parameters(tasks, n_curves, c, generator=generator)
         t = step.float() / tasks.length[:, None].float()  # (B, T)
-        if tasks.geometric is not None:
-            on_grid = geometric_grid(step, tasks.length[:, None], tasks.time_scale[:, None])
+        if tasks.geometric is not None and tasks.time_scale is not None:
+            # K > 1 wherever the grid is used; elsewhere a stand-in keeps the times finite.
+            scale = torch.where(
+                tasks.geometric, tasks.time_scale, torch.full_like(tasks.time_scale, 2.0)
+            )
+            on_grid = geometric_grid(step, tasks.length[:, None], scale[:, None])
             t = torch.where(tasks.geometric[:, None], on_grid, t)
         first_row = n_curves.cumsum(0) - n_curves  # (B,) packed index of each task's curve 0
         row = first_row[:, None] + curve  # (B, T) packed row of each token
@@ -617,7 +624,7 @@ class FTPFNPrior:
         t_curve = t if tasks.time_scale is None else log_time(t, tasks.time_scale[:, None])
         if cp.onset is not None:  # late starters: flat and quiet (as if stalled) until their onset
             onset = cp.onset.take(row)  # (B, T)
-            quiet = t_curve < onset
+            quiet = t_curve <= onset
             sigma = token_curves.sigma * torch.where(quiet, cfg.stall_noise_factor, 1.0)
             token_curves = replace(token_curves, sigma=sigma)
             t_curve = start_late(t_curve, onset)

@@ -228,6 +228,10 @@ def test_ei_with_one_threshold_for_all_matches_one_per_row(seed):
         per_row = dist.ei(logits, torch.full(rows, t))
         torch.testing.assert_close(dist.ei(logits, t), per_row, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(dist.ei(logits, torch.tensor(t)), per_row, rtol=1e-5, atol=1e-7)
+        as_double = dist.ei(logits, torch.tensor(t, dtype=torch.float64))
+        torch.testing.assert_close(as_double, per_row, rtol=1e-5, atol=1e-7)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # stays float32 under autocast
+            assert dist.ei(logits, t).dtype == torch.float32
 
 
 # ---- identities and independent checks -------------------------------------------------------

@@ -56,7 +56,7 @@ def test_targets_on_a_bound_are_counted_apart():
     assert n == 3 and np.isnan(inside)
 
 
-def test_aggregate_averages_the_share_on_bound_and_skips_tasks_without_inside_targets():
+def test_aggregate_averages_the_share_on_bound_and_skips_tasks_without_inside_targets(tmp_path):
     config = SurrogateEvalConfig(context_sizes=(10,), seeds=2, methods=("last-value",))
     rec = dict(method="last-value", table="a", n_context=10, n_context_actual=10, ll=0.0, mse=0.0,
                time_s=0.0)  # fmt: skip
@@ -71,7 +71,19 @@ def test_aggregate_averages_the_share_on_bound_and_skips_tasks_without_inside_ta
     assert score.coverage_inside == 1.0 and score.coverage == 0.25
     table = markdown_table(SurrogateEvalResult("x.h5", "ckpt", config, [score], records))
     assert "| 10 | last-value |" in table and "| 0.250 | 1.000 |" in table
+    nothing_inside = dataclasses.replace(score, coverage_inside=float("nan"))
+    assert "| 0.250 | – |" in markdown_table(
+        SurrogateEvalResult("x.h5", "ckpt", config, [nothing_inside], records)
+    )
     assert "75.0%–75.0% of the targets" in table
+    # NaN (no inside target) is written as null: results.json stays strict JSON
+    write_report(SurrogateEvalResult("x.h5", "ckpt", config, [score], records), tmp_path)
+
+    def refuse(token):
+        raise ValueError(token)
+
+    data = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+    assert data["records"][1]["coverage_inside"] is None
     plain = dataclasses.replace(score, share_on_bound=0.0)
     assert "of the targets" not in markdown_table(
         SurrogateEvalResult("x.h5", "ckpt", config, [plain], records)
