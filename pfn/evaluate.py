@@ -236,23 +236,20 @@ def _standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
 
 
-def _score_task(forecast: Forecast, y: np.ndarray, interval: float) -> tuple[float, float, float]:
-    """(mean ll, mse, coverage) of one task's targets."""
+def _score_task(
+    forecast: Forecast, y: np.ndarray, interval: float
+) -> tuple[float, float, np.ndarray]:
+    """(mean ll, mse, (M,) bool: target inside the central interval) of one task's targets."""
     ll = forecast.log_prob(y)
     err = (forecast.mean() - y) ** 2
-    return float(ll.mean()), float(err.mean()), float(_covered(forecast, y, interval).mean())
-
-
-def _covered(forecast: Forecast, y: np.ndarray, interval: float) -> np.ndarray:
-    """(M,) bool: target inside the central interval of mass ``interval``."""
     lo, hi = forecast.interval(interval)
-    return (y >= lo) & (y <= hi)
+    return float(ll.mean()), float(err.mean()), (y >= lo) & (y <= hi)
 
 
-def _inside_coverage(forecast: Forecast, y: np.ndarray, interval: float) -> tuple[int, float]:
+def _inside_coverage(covered: np.ndarray, y: np.ndarray) -> tuple[int, float]:
     """(targets on an end of [0, 1], coverage of the others: NaN when there are none)."""
     on_bound = (y <= 0.0) | (y >= 1.0)
-    inside = _covered(forecast, y, interval)[~on_bound]
+    inside = covered[~on_bound]
     return int(on_bound.sum()), float(inside.mean()) if inside.size else float("nan")
 
 
@@ -309,8 +306,8 @@ def evaluate_surrogate(
             start = time.perf_counter()
             forecast = method.predict(hidden)
             elapsed = time.perf_counter() - start
-            ll, mse, cover = _score_task(forecast, task.target_y, config.interval)
-            n_on_bound, cover_inside = _inside_coverage(forecast, task.target_y, config.interval)
+            ll, mse, covered = _score_task(forecast, task.target_y, config.interval)
+            n_on_bound, cover_inside = _inside_coverage(covered, task.target_y)
             u = np.clip(forecast.cdf(task.target_y), 0.0, 1.0)
             pit[method.name] += np.histogram(u, bins=_PIT_BINS, range=(0.0, 1.0))[0]
             records.append(
@@ -323,7 +320,7 @@ def evaluate_surrogate(
                     n_targets=task.n_targets,
                     ll=ll,
                     mse=mse,
-                    coverage=cover,
+                    coverage=float(covered.mean()),
                     time_s=elapsed,
                     n_on_bound=n_on_bound,
                     coverage_inside=cover_inside,

@@ -40,7 +40,8 @@ def tiny(tiny_checkpoint_path) -> Surrogate:
 def test_score_task_by_hand():
     f = GaussianForecast(np.array([0.5, 0.5]), np.array([0.1, 0.1]))
     y = np.array([0.5, 0.9])
-    ll, mse, cover = _score_task(f, y, 0.9)
+    ll, mse, covered = _score_task(f, y, 0.9)
+    cover = covered.mean()
     assert mse == pytest.approx((0.0 + 0.16) / 2, abs=1e-9)
     assert cover == 0.5  # 0.9 is 4 sigma out
     assert ll == pytest.approx(f.log_prob(y).mean())
@@ -50,9 +51,10 @@ def test_targets_on_a_bound_are_counted_apart():
     # a sure forecast near 1 still puts its 95% quantile below 1: the target at 1 is a miss
     f = GaussianForecast(np.array([0.5, 0.99, 0.5]), np.array([0.1, 0.01, 0.1]))
     y = np.array([0.5, 1.0, 0.0])
-    assert _score_task(f, y, 0.9)[2] == pytest.approx(1 / 3)
-    assert _inside_coverage(f, y, 0.9) == (2, 1.0)
-    n, inside = _inside_coverage(f, np.array([1.0, 1.0, 0.0]), 0.9)
+    covered = _score_task(f, y, 0.9)[2]
+    assert covered.mean() == pytest.approx(1 / 3)
+    assert _inside_coverage(covered, y) == (2, 1.0)
+    n, inside = _inside_coverage(covered, np.array([1.0, 1.0, 0.0]))
     assert n == 3 and np.isnan(inside)
 
 

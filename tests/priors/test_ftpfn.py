@@ -307,16 +307,13 @@ def _flat_then_rising(late_start_share: float, seed: int) -> float:
     )
     batch = FTPFNPrior(cfg).sample(128, generator=_gen(seed), n_context=400)
     n = late = 0
-    for b in range(batch.t.shape[0]):
-        for c in batch.curve[b].unique():
-            sel = batch.curve[b] == c
-            t, y = batch.t[b, sel], batch.y[b, sel]
-            early, end = y[t < 0.15], y[t > 0.85]
-            if early.numel() < 3 or end.numel() < 1:
-                continue
-            n += 1
-            flat = float(early.max() - early.min()) < 0.01
-            late += flat and float(end.mean() - early.mean()) > 0.05
+    for t, y in _curves(batch, batch.t.shape[1]):
+        early, end = y[t < 0.15], y[t > 0.85]
+        if early.numel() < 3 or end.numel() < 1:
+            continue
+        n += 1
+        flat = float(early.max() - early.min()) < 0.01
+        late += flat and float(end.mean() - early.mean()) > 0.05
     return late / n
 
 
@@ -642,16 +639,17 @@ def test_geometric_grid_tasks_are_a_share_of_the_log_time_tasks():
     assert 0.18 < float(tasks.geometric.float().mean()) < 0.22
 
 
-def _context_log_ratios(batch) -> list[torch.Tensor]:
-    """Per task and curve with >= 3 context points: the log ratios of consecutive times."""
-    out = []
+def _curves(batch, n_tokens: int):
+    """(t, y) of every curve of every task, over the first ``n_tokens`` tokens, in token order."""
     for b in range(batch.t.shape[0]):
-        ctx_t, ctx_c = batch.t[b, : batch.n_context], batch.curve[b, : batch.n_context]
-        for c in ctx_c.unique():
-            times = ctx_t[ctx_c == c]  # steps 1..k in order
-            if times.numel() >= 3:
-                out.append(torch.log(times).diff())
-    return out
+        t, y, curve = batch.t[b, :n_tokens], batch.y[b, :n_tokens], batch.curve[b, :n_tokens]
+        for c in curve.unique():
+            yield t[curve == c], y[curve == c]
+
+
+def _context_log_ratios(batch) -> list[torch.Tensor]:
+    """Per curve with >= 3 context points: the log ratios of consecutive times (steps 1..k)."""
+    return [torch.log(t).diff() for t, _ in _curves(batch, batch.n_context) if t.numel() >= 3]
 
 
 def test_geometric_grid_tasks_are_observed_on_the_grid_and_still_read_on_the_log_axis():
