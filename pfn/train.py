@@ -114,8 +114,8 @@ TRAIN_CONFIGS = ("tiny", "cpu", "small", "base")
 
 def _preset_prior() -> dict:
     """The prior of the CPU/GPU presets: the reference mixture, plus, in the FT-PFN tasks, stalled
-    runs in half of them (``priors.ftpfn.stall``; 30% of the stalled region starts late,
-    ``priors.ftpfn.late_onset``), up to 32 hyperparameters drawn log-uniformly,
+    runs in half of them (``priors.ftpfn.stall``; in tasks on a geometric grid 30% of the stalled
+    region starts late, ``priors.ftpfn.late_onset``), up to 32 hyperparameters drawn log-uniformly,
     a one-hot categorical in 30%, repeated runs of each configuration in 30%, no
     post-saturation decline in half of them (``priors.ftpfn.no_decline``), a geometric budget
     axis in 30% (``priors.ftpfn.log_time``), half of those observed on a geometric grid
@@ -126,6 +126,7 @@ def _preset_prior() -> dict:
         "ftpfn": {
             "stall_task_prob": 0.5,
             "late_start_share": 0.3,
+            "late_start_on_grid_only": True,
             "log_uniform_hps": True,
             "max_task_hps": 32,
             "categorical_task_prob": 0.3,

@@ -26,7 +26,12 @@ unchanged):
   the edge, are **late starters** (``late_onset``): flat and quiet like stalled runs until an
   onset time, then their own curve, compressed into the time left (the onset is on the curve's
   own time axis, after a log-time warp: on a uniform grid of a warped task late starters take off
-  within the first few steps). LCDB's learners sit at the
+  within the first few steps). With ``late_start_on_grid_only``, only tasks on a geometric grid
+  (below) have late starters, and in the others the whole region stalls: a learner on a few
+  hundred examples often sits at the majority-class accuracy before it learns, while on an
+  epoch or step axis a flat, quiet run is usually dead (which an early stopper relies on; late
+  starters on every task made the shipped network's 90% intervals on TaskSet too wide and its
+  pruning slower, `checkpoints/README.md`, stage 14). LCDB's learners sit at the
   majority-class accuracy for the first training sizes and then learn; TaskSet's runs at ln 2 for
   some evaluations take off. Without late starters a network is sure that a flat, quiet run
   stays flat (on LCDB, 38% of the runs with a constant prefix moved by more than 0.01, and 69% of
@@ -115,6 +120,7 @@ class FTPFNPriorConfig:
     max_stall_share: float = 0.8
     stall_noise_factor: float = 0.1  # a stalled run's noise std = this x its drawn std
     late_start_share: float = 0.0  # share of the stalled region that starts late (`late_onset`)
+    late_start_on_grid_only: bool = False  # late starters only in tasks on a geometric grid
     # Hyperparameter counts, categoricals and repeated runs (not in the reference; off by default).
     # d = min_hps - 1 + floor(exp(U(0, ln(max_task_hps - min_hps + 2)))) instead of uniform:
     log_uniform_hps: bool = False
@@ -176,6 +182,12 @@ class FTPFNPriorConfig:
             raise ValueError("max_log10_time_scale is below min_log10_time_scale")
         if self.late_start_share > 0 and self.stall_task_prob == 0:
             raise ValueError("late_start_share > 0 needs stall_task_prob > 0 (it splits those)")
+        if self.late_start_on_grid_only and (
+            self.late_start_share == 0 or self.geometric_grid_prob == 0
+        ):
+            raise ValueError(
+                "late_start_on_grid_only needs late_start_share > 0 and geometric_grid_prob > 0"
+            )
         if self.geometric_grid_prob > 0 and self.log_time_task_prob == 0:
             raise ValueError(
                 "geometric_grid_prob > 0 needs log_time_task_prob > 0 (it picks among those)"
@@ -566,6 +578,10 @@ class FTPFNPrior:
             stalled = u[:, 0] < share
             if self.config.late_start_share > 0:
                 onset = late_onset(u[:, 0], share, self.config.late_start_share)
+                if self.config.late_start_on_grid_only:  # elsewhere the whole region stalls
+                    grid = tasks.geometric  # drawn whenever geometric_grid_prob > 0 (validated)
+                    on_grid = grid[task] if grid is not None else torch.zeros_like(stalled)
+                    onset = torch.where(on_grid, onset, torch.zeros_like(onset))
                 stalled = stalled & (onset == 0)  # late starters keep their curve
             params = stall(params, stalled, noise_factor=self.config.stall_noise_factor)
         return ConfigParameters(configs, hp_mask, row_mask, params, stalled, onset)

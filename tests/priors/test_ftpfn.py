@@ -210,6 +210,11 @@ def test_small_task_sizes():
         ({"geometric_grid_prob": 1.5, "log_time_task_prob": 0.3}, "geometric_grid_prob"),
         ({"geometric_grid_prob": 0.5}, "needs log_time_task_prob"),
         ({"late_start_share": 0.3}, "needs stall_task_prob"),
+        ({"late_start_on_grid_only": True}, "late_start_on_grid_only"),
+        (
+            {"late_start_on_grid_only": True, "late_start_share": 0.3, "stall_task_prob": 0.5},
+            "late_start_on_grid_only",
+        ),
         ({"late_start_share": 1.3, "stall_task_prob": 0.5}, "late_start_share"),
         (
             {"geometric_grid_prob": 0.5, "log_time_task_prob": 0.3, "min_log10_time_scale": 0.0},
@@ -327,6 +332,26 @@ def test_late_starters_stay_flat_and_quiet_then_rise():
     cp = prior.sample_parameters(50, 40, generator=_gen(8))
     assert cp.stalled is not None and cp.onset is not None
     assert bool((cp.onset > 0).any()) and not bool((cp.stalled & (cp.onset > 0)).any())
+
+
+def test_late_starters_on_grid_only_leave_other_tasks_stalled():
+    kwargs = {"stall_task_prob": 1.0, "late_start_share": 0.5, "log_time_task_prob": 0.6}
+    kwargs |= {"geometric_grid_prob": 0.5}
+    shares = {}
+    for grid_only in (False, True):
+        prior = FTPFNPrior(FTPFNPriorConfig(**kwargs, late_start_on_grid_only=grid_only))
+        gen = _gen(4)
+        tasks = prior.draw_tasks(300, generator=gen)
+        rows = torch.full((300,), 40)
+        cp = prior.config_parameters(tasks, rows, 40, generator=gen)
+        assert cp.onset is not None and cp.stalled is not None and tasks.geometric is not None
+        on_grid = tasks.geometric.repeat_interleave(40)  # (R,) one task per 40 packed rows
+        late = cp.onset > 0
+        shares[grid_only] = (late[on_grid].float().mean(), late[~on_grid].float().mean())
+        # the rows that start late (or not) are otherwise stalled: the region is the same
+        assert float((late | cp.stalled).float().mean()) > 0.2
+    assert 0.1 < shares[True][0] and abs(shares[True][0] - shares[False][0]) < 1e-6
+    assert shares[True][1] == 0.0 and shares[False][1] > 0.05
 
 
 def test_stalled_share_per_task_and_smooth_in_the_configuration():
