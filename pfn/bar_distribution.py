@@ -18,6 +18,15 @@ Arguments:
 Targets here are scores in [0, 1] (higher is better), so the default support is [0, 1] with no
 unbounded tails; any finite borders are supported. Values outside ``[b_0, b_K]`` have zero
 density; ``nll`` clamps them onto the support (see there).
+
+**Edge atoms** (``edge_atoms=True``): the priors clip every observation to [0, 1]
+(``priors.curves.observe``), so a score often sits exactly on a bound (a run at 100% accuracy, a
+diverged run at 0), and in the preset prior 95% of the top bucket's mass is exactly 1 and 86% of
+the bottom bucket's exactly 0. With edge atoms the first and last buckets are read as point masses
+at ``b_0`` and ``b_K`` by everything that describes the distribution (``cdf``, ``quantile``, the
+moments, ``pi``, ``ei``, ``sample``); ``nll`` keeps the bucket density the network was trained on.
+Without them a central interval never reaches the bound: a run already at 100%, forecast to stay
+there with probability 0.3, got a 90% interval whose top was 0.9998, excluding the value it had.
 """
 
 from __future__ import annotations
@@ -154,20 +163,26 @@ class BarDistribution(nn.Module):
 
     borders: Tensor  # (K + 1,)
 
-    def __init__(self, borders: Tensor) -> None:
+    def __init__(self, borders: Tensor, *, edge_atoms: bool = False) -> None:
         """Build the distribution on fixed bucket borders.
 
         Args:
             borders: (K + 1,) strictly increasing finite values, K >= 1 (see ``uniform_borders``
                 and ``equal_mass_borders``).
+            edge_atoms: read the first and last buckets as point masses at ``b_0`` and ``b_K``
+                (module docstring); needs K >= 3, so that a continuous bucket lies between them.
 
         Raises:
-            ValueError: ``borders`` is not 1-D with >= 2 finite, strictly increasing entries.
+            ValueError: ``borders`` is not 1-D with >= 2 finite, strictly increasing entries, or
+                has fewer than 4 with ``edge_atoms``.
         """
         super().__init__()
         borders = torch.as_tensor(borders).detach().clone().float()  # (K + 1,)
         _check_borders(borders)
+        if edge_atoms and borders.numel() < 4:
+            raise ValueError(f"edge_atoms needs K >= 3 buckets, got {borders.numel() - 1}")
         self.register_buffer("borders", borders)
+        self.edge_atoms = bool(edge_atoms)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> BarDistribution:
         # nn.Module.to(dtype) / .half() / .bfloat16() cast floating buffers too; keep the borders
@@ -181,7 +196,8 @@ class BarDistribution(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n_buckets={self.n_buckets}, "
-            f"support=[{float(self.borders[0]):g}, {float(self.borders[-1]):g}]"
+            f"support=[{float(self.borders[0]):g}, {float(self.borders[-1]):g}], "
+            f"edge_atoms={self.edge_atoms}"
         )
 
     @property
@@ -196,8 +212,35 @@ class BarDistribution(nn.Module):
 
     @property
     def centers(self) -> Tensor:
-        """(K,) bucket midpoints."""
-        return 0.5 * (self.borders[:-1] + self.borders[1:])
+        """(K,) bucket midpoints (of the mass: with edge atoms, ``b_0`` and ``b_K`` at the ends)."""
+        lo, hi = self._spans()
+        return 0.5 * (lo + hi)
+
+    def _spans(self) -> tuple[Tensor, Tensor]:
+        """(K,) lower and upper ends of each bucket's mass: the borders, except that with edge
+        atoms the first bucket spans ``[b_0, b_0]`` and the last ``[b_K, b_K]``."""
+        lo, hi = self.borders[:-1], self.borders[1:]
+        if self.edge_atoms:
+            hi = torch.cat([lo[:1], hi[1:]])
+            lo = torch.cat([lo[:-1], hi[-1:]])
+        return lo, hi
+
+    def _fraction_below(self, y: Tensor) -> Tensor:
+        """(..., K): the share of each bucket's mass at or below ``y`` ((...) values)."""
+        lo, hi = self._spans()  # (K,)
+        width = hi - lo
+        y = y.unsqueeze(-1)  # (..., 1)
+        inside = (torch.minimum(torch.maximum(y, lo), hi) - lo) / width.clamp(min=1e-30)
+        return torch.where(width > 0, inside, (y >= lo).to(inside.dtype))
+
+    def _fraction_above(self, y: Tensor) -> Tensor:
+        """(..., K): the share of each bucket's mass strictly above ``y``, computed directly (not
+        as ``1 - _fraction_below``) so that small tails keep their relative precision."""
+        lo, hi = self._spans()  # (K,)
+        width = hi - lo
+        y = y.unsqueeze(-1)  # (..., 1)
+        inside = (hi - torch.minimum(torch.maximum(y, lo), hi)) / width.clamp(min=1e-30)
+        return torch.where(width > 0, inside, (y < lo).to(inside.dtype))
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -224,17 +267,13 @@ class BarDistribution(nn.Module):
         return v.expand(shape)
 
     def _mass_below(self, probs: Tensor, y: Tensor) -> Tensor:
-        """P(Y < y): (..., K) probs and (...) y -> (...). A sum of non-negative terms."""
-        lo, hi = self.borders[:-1], self.borders[1:]  # (K,)
-        inside = torch.minimum(torch.maximum(y.unsqueeze(-1), lo), hi)  # (..., K)
-        return (probs * ((inside - lo) / self.widths)).sum(-1)
+        """P(Y <= y): (..., K) probs and (...) y -> (...). A sum of non-negative terms."""
+        return (probs * self._fraction_below(y)).sum(-1)
 
     def _mass_above(self, probs: Tensor, y: Tensor) -> Tensor:
         """P(Y > y): (..., K) probs and (...) y -> (...). Summed directly, not as 1 - cdf, so
         small tail probabilities keep their relative precision."""
-        lo, hi = self.borders[:-1], self.borders[1:]  # (K,)
-        inside = torch.minimum(torch.maximum(y.unsqueeze(-1), lo), hi)  # (..., K)
-        return (probs * ((hi - inside) / self.widths)).sum(-1)
+        return (probs * self._fraction_above(y)).sum(-1)
 
     # ---- densities ---------------------------------------------------------------------------
 
@@ -283,14 +322,17 @@ class BarDistribution(nn.Module):
         """Var[Y] = sum_k p_k ((c_k - E[Y])^2 + w_k^2 / 12) (law of total variance, no
         cancellation): (..., K) -> (...)."""
         probs = self.probs(logits)  # (..., K)
-        mean = (probs * self.centers).sum(-1, keepdim=True)  # (..., 1)
-        spread = (self.centers - mean).square() + self.widths.square() / 12  # (..., K)
+        lo, hi = self._spans()  # (K,): with edge atoms, the ends have width 0
+        centers = 0.5 * (lo + hi)
+        mean = (probs * centers).sum(-1, keepdim=True)  # (..., 1)
+        spread = (centers - mean).square() + (hi - lo).square() / 12  # (..., K)
         return (probs * spread).sum(-1)
 
     # ---- distribution function ---------------------------------------------------------------
 
     def cdf(self, logits: Tensor, y: float | Tensor) -> Tensor:
-        """P(Y <= y), piecewise linear: 0 below ``b_0``, 1 above ``b_K``.
+        """P(Y <= y), piecewise linear: 0 below ``b_0``, 1 above ``b_K`` (with edge atoms it
+        jumps by ``p_0`` at ``b_0`` and by ``p_{K-1}`` at ``b_K``).
 
         Args:
             logits: (..., K).
@@ -307,7 +349,8 @@ class BarDistribution(nn.Module):
 
         Buckets of probability 0 are skipped (the cdf is flat there), so ``quantile(cdf(y)) == y``
         wherever the density at ``y`` is positive. ``q = 0`` gives ``b_0``; ``q = 1`` gives the
-        upper border of the last bucket with positive probability.
+        upper border of the last bucket with positive probability. With edge atoms, every ``q``
+        that falls in the first (last) bucket's mass gives ``b_0`` (``b_K``).
 
         Args:
             logits: (..., K).
@@ -334,7 +377,8 @@ class BarDistribution(nn.Module):
         # p_k > 0 except at q = 0 with an empty first bucket; a safe divisor keeps gradients finite.
         positive = p_k > 0
         frac = torch.where(positive, (q - below) / torch.where(positive, p_k, 1.0), 0.0)
-        return self.borders[k] + frac.clamp(0.0, 1.0) * self.widths[k]
+        lo, hi = self._spans()  # (K,)
+        return lo[k] + frac.clamp(0.0, 1.0) * (hi - lo)[k]
 
     # ---- acquisition quantities --------------------------------------------------------------
 
@@ -353,17 +397,10 @@ class BarDistribution(nn.Module):
         """
         probs = self.probs(logits)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
-            # One threshold for all (the acquisition's case): one bucket is cut, the ones above
-            # are summed whole; no (..., K) temporaries beyond the probabilities.
-            t = float(threshold)
-            if t <= float(self.borders[0]):
-                return probs.new_ones(probs.shape[:-1])
-            if t >= float(self.borders[-1]):
-                return probs.new_zeros(probs.shape[:-1])
-            k = int(torch.searchsorted(self.borders, torch.tensor(t), right=True)) - 1
-            k = min(k, self.n_buckets - 1)  # t just below b_K can round to b_K in float32
-            cut = min(max((float(self.borders[k + 1]) - t) / float(self.widths[k]), 0.0), 1.0)
-            return (probs[..., k + 1 :].sum(-1) + probs[..., k] * cut).clamp(0.0, 1.0)
+            # One threshold for all (the acquisition's case): the shares above it are one (K,)
+            # vector; no (..., K) temporaries beyond the probabilities.
+            t = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
+            return (probs * self._fraction_above(t)).sum(-1).clamp(0.0, 1.0)
         threshold = self._values(logits, threshold, "threshold")
         return self._mass_above(probs, threshold).clamp(0.0, 1.0)
 
@@ -372,8 +409,9 @@ class BarDistribution(nn.Module):
 
         Bucket k contributes ``p_k / w_k * ∫_{max(T, b_k)}^{b_{k+1}} (y - T) dy``, i.e.
         ``p_k (b_{k+1} - l)(b_{k+1} + l - 2T) / (2 w_k)`` with ``l = clamp(T, b_k, b_{k+1})``:
-        ``p_k (c_k - T)`` for buckets wholly above T, 0 for those below. Every factor is
-        non-negative, so there is no cancellation. Below the support this is ``E[Y] - T``.
+        ``p_k (c_k - T)`` for buckets wholly above T, 0 for those below (an edge atom at ``a``:
+        ``p_k max(a - T, 0)``). Every factor is non-negative, so there is no cancellation. Below
+        the support this is ``E[Y] - T``.
 
         Args:
             logits: (..., K).
@@ -383,19 +421,22 @@ class BarDistribution(nn.Module):
             (...) float32, >= 0.
         """
         probs = self.probs(logits)  # (..., K)
-        lo, hi = self.borders[:-1], self.borders[1:]  # (K,)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the per-bucket integrals are one
             # (K,) vector instead of (..., K) temporaries. (A product and a sum rather than a
             # matrix-vector product, which autocast would run in half precision.)
             t = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
-            inside = torch.minimum(torch.maximum(t, lo), hi)  # (K,)
-            per_bucket = (hi - inside) / self.widths * (0.5 * ((hi - t) + (inside - t)))  # (K,)
-            return (probs * per_bucket).sum(-1)
+            return (probs * self._improvement(t)).sum(-1)
         t = self._values(logits, threshold, "threshold").unsqueeze(-1)  # (..., 1)
-        inside = torch.minimum(torch.maximum(t, lo), hi)  # (..., K)
-        per_bucket = (hi - inside) / self.widths * (0.5 * ((hi - t) + (inside - t)))  # (..., K)
-        return (probs * per_bucket).sum(-1)
+        return (probs * self._improvement(t)).sum(-1)
+
+    def _improvement(self, t: Tensor) -> Tensor:
+        """Each bucket's ``E[max(Y - t, 0) | bucket]``: (..., 1) or () thresholds -> (..., K)."""
+        lo, hi = self._spans()  # (K,)
+        width = hi - lo
+        inside = torch.minimum(torch.maximum(t, lo), hi)
+        spread = (hi - inside) / width.clamp(min=1e-30) * (0.5 * ((hi - t) + (inside - t)))
+        return torch.where(width > 0, spread, (lo - t).clamp(min=0.0))
 
     def ucb(self, logits: Tensor, *, q: float | Tensor = 0.9) -> Tensor:
         """Upper confidence bound: the upper ``q``-quantile of Y (default 0.9).
@@ -442,8 +483,9 @@ class BarDistribution(nn.Module):
         flat = probs.reshape(-1, self.n_buckets)  # (L, K)
         k = torch.multinomial(flat, draws, replacement=True, generator=generator)  # (L, n)
         u = torch.rand(k.shape, generator=generator, device=probs.device)  # (L, n)
-        y = self.borders[k] + u * self.widths[k]  # (L, n)
+        lo, hi = self._spans()  # (K,): edge atoms have width 0, so their draws sit on them
+        y = lo[k] + u * (hi - lo)[k]  # (L, n)
         # u < 1, yet rounding in b_k + u w_k may reach b_{k+1}; keep draws inside their bucket.
-        y = torch.minimum(y, self.borders[k + 1])
+        y = torch.minimum(y, hi[k])
         y = y.T.reshape(draws, *lead)  # (n, ...)
         return y[0] if n is None else y

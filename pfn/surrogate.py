@@ -234,7 +234,9 @@ class Surrogate:
         self.model = model.to(self.device).eval()
         self.distribution = distribution.to(self.device)
         # Predictions live on the CPU; they share this copy.
-        self._cpu_distribution = BarDistribution(distribution.borders.detach().cpu())
+        self._cpu_distribution = BarDistribution(
+            distribution.borders.detach().cpu(), edge_atoms=distribution.edge_atoms
+        )
 
     @property
     def config(self) -> ModelConfig:
@@ -243,7 +245,12 @@ class Surrogate:
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, *, device: str | torch.device = "cpu") -> Surrogate:
-        """Build from a loaded :class:`~pfn.checkpoint.Checkpoint`."""
+        """Build from a loaded :class:`~pfn.checkpoint.Checkpoint`.
+
+        On borders spanning exactly [0, 1] (every shipped and pretrained network) the output
+        distribution reads its edge buckets as atoms at 0 and 1 (``BarDistribution``,
+        ``edge_atoms``), since the priors clip their scores there.
+        """
         if ckpt.model.last_value_head and not torch.allclose(
             ckpt.borders, uniform_borders(ckpt.model.n_buckets), atol=1e-6
         ):
@@ -252,7 +259,11 @@ class Surrogate:
             )
         model = CurveSetTransformer(ckpt.model)
         model.load_state_dict(ckpt.state_dict)
-        return cls(model, BarDistribution(ckpt.borders), device=device)
+        # Every prior clips its scores to [0, 1], so on borders spanning exactly that range the
+        # edge buckets stand for the scores on the bounds (``BarDistribution``, edge atoms).
+        on_unit = float(ckpt.borders[0]) == 0.0 and float(ckpt.borders[-1]) == 1.0
+        edge_atoms = on_unit and ckpt.model.n_buckets >= 3
+        return cls(model, BarDistribution(ckpt.borders, edge_atoms=edge_atoms), device=device)
 
     @classmethod
     def load(

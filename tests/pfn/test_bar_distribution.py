@@ -432,3 +432,63 @@ def test_pi_with_a_threshold_a_hair_below_the_top_border():
     expected = dist.pi(logits, torch.full((3,), t))
     torch.testing.assert_close(dist.pi(logits, t), expected, atol=1e-6, rtol=0)
     assert (dist.pi(logits, t) < 1e-6).all()
+
+
+# ---- edge atoms ------------------------------------------------------------------------------
+# The hand example read with edge atoms: 0.1 at exactly 0, 0.2 uniform on [0.1, 0.5], 0.3 uniform
+# on [0.5, 0.6], 0.4 at exactly 1.
+
+
+@pytest.fixture
+def atoms() -> BarDistribution:
+    return BarDistribution(torch.tensor(BORDERS), edge_atoms=True)
+
+
+def test_edge_atoms_moments_by_hand(atoms, logits):
+    assert math.isclose(float(atoms.mean(logits)), 0.2 * 0.3 + 0.3 * 0.55 + 0.4, rel_tol=1e-6)
+    second = 0.2 * (0.3**2 + 0.4**2 / 12) + 0.3 * (0.55**2 + 0.1**2 / 12) + 0.4
+    assert math.isclose(float(atoms.variance(logits)), second - 0.625**2, rel_tol=1e-5)
+    torch.testing.assert_close(atoms.centers, torch.tensor([0.0, 0.3, 0.55, 1.0]))
+
+
+def test_edge_atoms_cdf_jumps_at_the_bounds(atoms, logits):
+    y = torch.tensor([-0.01, 0.0, 0.05, 0.3, 0.8, 0.999, 1.0])
+    expected = torch.tensor([0.0, 0.1, 0.1, 0.2, 0.6, 0.6, 1.0])
+    torch.testing.assert_close(atoms.cdf(logits, y), expected)
+
+
+def test_edge_atoms_quantiles_reach_the_bounds(atoms, dist, logits):
+    q = torch.tensor([0.0, 0.05, 0.1, 0.2, 0.6, 0.61, 0.95, 1.0])
+    expected = torch.tensor([0.0, 0.0, 0.0, 0.3, 0.6, 1.0, 1.0, 1.0])
+    torch.testing.assert_close(atoms.quantile(logits, q), expected)
+    # without atoms the 95% quantile stays inside the top bucket, below the bound
+    assert float(dist.quantile(logits, 0.95)) < 1.0
+
+
+def test_edge_atoms_pi_and_ei_by_hand(atoms, logits):
+    t = torch.tensor([-0.1, 0.0, 0.55, 0.8, 1.0])
+    torch.testing.assert_close(atoms.pi(logits, t), torch.tensor([1.0, 0.9, 0.55, 0.4, 0.0]))
+    ei = torch.tensor([0.625 + 0.1, 0.625, 0.3 * 0.05**2 / (2 * 0.1) + 0.4 * 0.45, 0.08, 0.0])
+    torch.testing.assert_close(atoms.ei(logits, t), ei)
+    for v in t.tolist():  # the one-threshold paths agree with the broadcast ones
+        torch.testing.assert_close(atoms.pi(logits, v), atoms.pi(logits, torch.tensor([v]))[0])
+        torch.testing.assert_close(atoms.ei(logits, v), atoms.ei(logits, torch.tensor([v]))[0])
+
+
+def test_edge_atoms_samples_sit_on_the_bounds_and_match_the_moments(atoms, logits):
+    s = atoms.sample(logits, 200_000, generator=torch.Generator().manual_seed(0))
+    assert abs(float((s == 0.0).float().mean()) - 0.1) < 0.005
+    assert abs(float((s == 1.0).float().mean()) - 0.4) < 0.005
+    assert abs(float(s.mean()) - float(atoms.mean(logits))) < 0.003
+    assert abs(float(s.var()) - float(atoms.variance(logits))) < 0.003
+
+
+def test_edge_atoms_keep_the_training_density(atoms, dist, logits):
+    y = torch.tensor([0.0, 0.05, 0.3, 0.99, 1.0])
+    torch.testing.assert_close(atoms.nll(logits, y), dist.nll(logits, y))
+
+
+def test_edge_atoms_need_three_buckets():
+    with pytest.raises(ValueError, match="edge_atoms"):
+        BarDistribution(torch.tensor([0.0, 0.5, 1.0]), edge_atoms=True)
+    assert "edge_atoms=True" in repr(BarDistribution(uniform_borders(3), edge_atoms=True))

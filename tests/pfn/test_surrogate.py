@@ -258,6 +258,33 @@ def test_load_default_and_path(monkeypatch, tmp_path):
     torch.testing.assert_close(a.logits, b.logits)
 
 
+def test_load_reads_the_edge_buckets_as_atoms_on_the_unit_range(tmp_path):
+    torch.manual_seed(4)
+    config = ModelConfig(
+        d_model=16, n_heads=2, n_layers=1, d_ff=32, n_query_layers=1, n_buckets=K,
+        last_value_head=False,  # which needs borders on [0, 1]
+    )  # fmt: skip
+    model = CurveSetTransformer(config)
+    for high, atoms in ((1.0, True), (2.0, False)):
+        borders = uniform_borders(K, 0.0, high)
+        ckpt = Checkpoint(state_dict=model.state_dict(), model=model.config, borders=borders)
+        save_checkpoint(tmp_path / f"m{high}", ckpt)
+        sur = Surrogate.load(tmp_path / f"m{high}.pt")
+        assert sur.distribution.edge_atoms is atoms
+        assert sur.predict(CTX, [Curve([0.1, 0.5], t=[1.0])])[0].distribution.edge_atoms is atoms
+
+
+def test_shipped_model_interval_holds_a_run_sitting_at_the_bound():
+    """A run at 100% accuracy for its last steps: the 90% interval must reach 100%, the value it
+    already has (without edge atoms its top was 0.9998)."""
+    at_top = [0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0, 1.0, 1.0, 1.0]
+    runs = [RawRun(steps=list(range(1, 11)), values=at_top)]
+    (pred,) = Surrogate.load().predict_final(
+        runs, max_step=40, higher_is_better=True, lower_bound=0.0, upper_bound=1.0
+    )
+    assert pred.upper == 1.0 and pred.lower < pred.final <= 1.0
+
+
 def test_package_exports_the_inference_api():
     import pfn
 
