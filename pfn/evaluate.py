@@ -12,8 +12,10 @@ every method predicts its targets. Per method and context size we report, in sco
   ``share_on_bound``: the share of targets exactly on one of its ends (a bounded metric at its
   bound, such as 100% accuracy; a diverged run, scored 0; a value clipped at a bound). A
   predictive with a density puts no mass on a single point, so its central interval (almost)
-  never reaches such a target (the bar distribution's 95% quantile stays below 1), however sure
-  it is that the run ends near the bound; ``coverage`` counts them as misses all the same;
+  never reaches such a target, however sure it is that the run ends near the bound; the PFN's
+  output reads its edge buckets as atoms on the bounds (``BarDistribution``, ``edge_atoms``), so
+  its interval reaches the bound when more than the tail mass lies in the edge bucket. The
+  baselines' densities have no atoms. ``coverage`` counts every miss all the same;
 * ``time_s``: mean wall-clock seconds of one task's prediction (the forward pass for a PFN).
 
 Methods: ``pfn`` (the surrogate with hyperparameters), ``pfn-no-hps`` (the same network, all
@@ -393,7 +395,8 @@ def markdown_table(result: SurrogateEvalResult) -> str:
             f"{min(on_bound):.1%}–{max(on_bound):.1%} of the targets (mean per task) lie exactly "
             "on an end of the score range (a bounded metric at its bound, a diverged run). A "
             "predictive with a density (almost) never covers such a point with a central "
-            "interval; *coverage inside* is the coverage of the other targets.",
+            "interval (the PFN's edge buckets are atoms on the bounds, the baselines have "
+            "none); *coverage inside* is the coverage of the other targets.",
         ]
     others = [m for m in cfg.methods if m != "pfn"]
     if "pfn" in cfg.methods and others:
