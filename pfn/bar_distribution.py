@@ -27,6 +27,9 @@ at ``b_0`` and ``b_K`` by everything that describes the distribution (``cdf``, `
 moments, ``pi``, ``ei``, ``sample``); ``nll`` keeps the bucket density the network was trained on.
 Without them a central interval never reaches the bound: a run already at 100%, forecast to stay
 there with probability 0.3, got a 90% interval whose top was 0.9998, excluding the value it had.
+Tensor thresholds and values are float32, so one within float32 resolution of a bound
+(``1 - 1e-9``) is read as the bound itself (``pi`` 0 above it, ``cdf`` 1 there); a single Python
+float or 0-d threshold is kept in float64 (the one-threshold paths of ``pi`` and ``ei``).
 """
 
 from __future__ import annotations
@@ -216,10 +219,11 @@ class BarDistribution(nn.Module):
         lo, hi = self._spans()
         return 0.5 * (lo + hi)
 
-    def _spans(self) -> tuple[Tensor, Tensor]:
+    def _spans(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """(K,) lower and upper ends of each bucket's mass: the borders, except that with edge
         atoms the first bucket spans ``[b_0, b_0]`` and the last ``[b_K, b_K]``."""
-        lo, hi = self.borders[:-1], self.borders[1:]
+        borders = self.borders.to(dtype)
+        lo, hi = borders[:-1], borders[1:]
         if self.edge_atoms:
             hi = torch.cat([lo[:1], hi[1:]])
             lo = torch.cat([lo[:-1], hi[-1:]])
@@ -235,8 +239,9 @@ class BarDistribution(nn.Module):
 
     def _fraction_above(self, y: Tensor) -> Tensor:
         """(..., K): the share of each bucket's mass strictly above ``y``, computed directly (not
-        as ``1 - _fraction_below``) so that small tails keep their relative precision."""
-        lo, hi = self._spans()  # (K,)
+        as ``1 - _fraction_below``) so that small tails keep their relative precision; in the
+        dtype of ``y`` (float64 for the one-threshold paths)."""
+        lo, hi = self._spans(y.dtype)  # (K,)
         width = hi - lo
         y = y.unsqueeze(-1)  # (..., 1)
         inside = (hi - torch.minimum(torch.maximum(y, lo), hi)) / width.clamp(min=1e-30)
@@ -315,7 +320,8 @@ class BarDistribution(nn.Module):
     # ---- moments -----------------------------------------------------------------------------
 
     def mean(self, logits: Tensor) -> Tensor:
-        """E[Y] = sum_k p_k (b_k + b_{k+1}) / 2: (..., K) -> (...)."""
+        """E[Y] = sum_k p_k c_k over the ``centers`` (``(b_k + b_{k+1}) / 2``; with edge atoms
+        ``b_0`` and ``b_K`` at the ends): (..., K) -> (...)."""
         return (self.probs(logits) * self.centers).sum(-1)
 
     def variance(self, logits: Tensor) -> Tensor:
@@ -398,9 +404,10 @@ class BarDistribution(nn.Module):
         probs = self.probs(logits)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the shares above it are one (K,)
-            # vector; no (..., K) temporaries beyond the probabilities.
-            t = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
-            return (probs * self._fraction_above(t)).sum(-1).clamp(0.0, 1.0)
+            # vector, worked out in float64 so that a threshold a hair below a border (or below
+            # an edge atom) is not rounded onto it, then weighed with the probabilities.
+            t = torch.as_tensor(float(threshold), dtype=torch.float64, device=probs.device)
+            return (probs * self._fraction_above(t).to(probs.dtype)).sum(-1).clamp(0.0, 1.0)
         threshold = self._values(logits, threshold, "threshold")
         return self._mass_above(probs, threshold).clamp(0.0, 1.0)
 
@@ -425,14 +432,15 @@ class BarDistribution(nn.Module):
             # One threshold for all (the acquisition's case): the per-bucket integrals are one
             # (K,) vector instead of (..., K) temporaries. (A product and a sum rather than a
             # matrix-vector product, which autocast would run in half precision.)
-            t = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
-            return (probs * self._improvement(t)).sum(-1)
+            t = torch.as_tensor(float(threshold), dtype=torch.float64, device=probs.device)
+            return (probs * self._improvement(t).to(probs.dtype)).sum(-1)
         t = self._values(logits, threshold, "threshold").unsqueeze(-1)  # (..., 1)
         return (probs * self._improvement(t)).sum(-1)
 
     def _improvement(self, t: Tensor) -> Tensor:
-        """Each bucket's ``E[max(Y - t, 0) | bucket]``: (..., 1) or () thresholds -> (..., K)."""
-        lo, hi = self._spans()  # (K,)
+        """Each bucket's ``E[max(Y - t, 0) | bucket]``: (..., 1) or () thresholds -> (..., K), in
+        the dtype of ``t``."""
+        lo, hi = self._spans(t.dtype)  # (K,)
         width = hi - lo
         inside = torch.minimum(torch.maximum(t, lo), hi)
         spread = (hi - inside) / width.clamp(min=1e-30) * (0.5 * ((hi - t) + (inside - t)))
@@ -452,7 +460,8 @@ class BarDistribution(nn.Module):
             q: level in [0, 1]; a float or a tensor broadcastable with ``logits.shape[:-1]``.
 
         Returns:
-            (...) float32.
+            (...) float32. With edge atoms, every distribution with more than ``1 - q`` of its mass
+            in the top bucket gets exactly ``b_K`` (ties, which the acquisitions break at random).
         """
         return self.quantile(logits, q)
 
@@ -461,7 +470,8 @@ class BarDistribution(nn.Module):
     def sample(
         self, logits: Tensor, n: int | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Draw Y: a bucket by its probability, then a uniform position inside it.
+        """Draw Y: a bucket by its probability, then a uniform position inside it (on the bound
+        for an edge atom).
 
         Args:
             logits: (..., K).

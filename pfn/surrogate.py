@@ -247,9 +247,9 @@ class Surrogate:
     def from_checkpoint(cls, ckpt: Checkpoint, *, device: str | torch.device = "cpu") -> Surrogate:
         """Build from a loaded :class:`~pfn.checkpoint.Checkpoint`.
 
-        On borders spanning exactly [0, 1] (every shipped and pretrained network) the output
-        distribution reads its edge buckets as atoms at 0 and 1 (``BarDistribution``,
-        ``edge_atoms``), since the priors clip their scores there.
+        On borders spanning exactly [0, 1] whose edge buckets are no wider than ``1 / K`` (every
+        shipped and pretrained network) the output distribution reads its edge buckets as atoms at
+        0 and 1 (``BarDistribution``, ``edge_atoms``), since the priors clip their scores there.
         """
         if ckpt.model.last_value_head and not torch.allclose(
             ckpt.borders, uniform_borders(ckpt.model.n_buckets), atol=1e-6
@@ -260,9 +260,12 @@ class Surrogate:
         model = CurveSetTransformer(ckpt.model)
         model.load_state_dict(ckpt.state_dict)
         # Every prior clips its scores to [0, 1], so on borders spanning exactly that range the
-        # edge buckets stand for the scores on the bounds (``BarDistribution``, edge atoms).
-        on_unit = float(ckpt.borders[0]) == 0.0 and float(ckpt.borders[-1]) == 1.0
-        edge_atoms = on_unit and ckpt.model.n_buckets >= 3
+        # edge buckets stand for the scores on the bounds (``BarDistribution``, edge atoms), as
+        # long as they are narrow: no wider than a bucket of equal-width borders.
+        b, k = ckpt.borders, ckpt.model.n_buckets
+        on_unit = float(b[0]) == 0.0 and float(b[-1]) == 1.0
+        narrow = max(float(b[1] - b[0]), float(b[-1] - b[-2])) <= 1.0001 / k
+        edge_atoms = on_unit and narrow and k >= 3
         return cls(model, BarDistribution(ckpt.borders, edge_atoms=edge_atoms), device=device)
 
     @classmethod

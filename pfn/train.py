@@ -118,7 +118,7 @@ def _preset_prior() -> dict:
     region starts late, ``priors.ftpfn.late_onset``), up to 32 hyperparameters drawn log-uniformly,
     a one-hot categorical in 30%, repeated runs of each configuration in 30%, no
     post-saturation decline in half of them (``priors.ftpfn.no_decline``), a geometric budget
-    axis in 30% (``priors.ftpfn.log_time``), half of those observed on a geometric grid
+    axis in half (``priors.ftpfn.log_time``), 80% of those observed on a geometric grid
     (``priors.ftpfn.geometric_grid``) and dipping observations in 30% (``priors.ftpfn.dips``;
     see ``priors.ftpfn`` and the measurements in ``checkpoints/README.md``)."""
     return {
@@ -132,8 +132,8 @@ def _preset_prior() -> dict:
             "categorical_task_prob": 0.3,
             "replicate_task_prob": 0.3,
             "monotone_task_prob": 0.5,
-            "log_time_task_prob": 0.3,
-            "geometric_grid_prob": 0.5,
+            "log_time_task_prob": 0.5,
+            "geometric_grid_prob": 0.8,
             "dip_task_prob": 0.3,
         },
     }

@@ -403,35 +403,63 @@ def test_quantile_one_is_top_of_last_nonempty_bucket():
 def test_cuda_matches_cpu():
     dist, logits = random_case(6)
     gpu = BarDistribution(dist.borders).to("cuda")  # .to moves in place: keep a CPU copy
+    gpu_atoms = BarDistribution(dist.borders, edge_atoms=True).to("cuda")
+    cpu_atoms = BarDistribution(dist.borders, edge_atoms=True)
     assert gpu.borders.is_cuda
     y = torch.tensor([0.2, 0.5, 0.9])
     for name in ("nll", "cdf", "pi", "ei", "quantile"):
         out = getattr(gpu, name)(logits.cuda().bfloat16(), y.cuda())
         ref = getattr(dist, name)(logits.bfloat16(), y)
         torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=1e-4, msg=name)
+        out = getattr(gpu_atoms, name)(logits.cuda().bfloat16(), y.cuda())
+        ref = getattr(cpu_atoms, name)(logits.bfloat16(), y)
+        torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=1e-4, msg=f"{name}, atoms")
     s = gpu.sample(logits.cuda(), 4, generator=torch.Generator("cuda").manual_seed(0))
     assert s.shape == (4, 3) and s.is_cuda
 
 
-def test_pi_with_one_threshold_matches_the_broadcast_path():
-    # a scalar threshold takes a fast path (one cut bucket); it must equal the general one
+def _pi_float64(dist: BarDistribution, logits: torch.Tensor, t: float) -> np.ndarray:
+    """P(Y > t) worked out in float64 with numpy, bucket by bucket (atoms at the ends if set)."""
+    b = dist.borders.double().numpy()
+    p = torch.softmax(logits.double(), -1).numpy()
+    lo, hi = b[:-1].copy(), b[1:].copy()
+    if dist.edge_atoms:
+        hi[0], lo[-1] = lo[0], hi[-1]
+    w = hi - lo
+    frac = np.where(w > 0, np.clip((hi - t) / np.where(w > 0, w, 1.0), 0.0, 1.0), t < lo)
+    return (p * frac).sum(-1)
+
+
+@pytest.mark.parametrize("atoms", [False, True])
+def test_pi_with_one_threshold_matches_a_float64_reference(atoms):
+    # a scalar threshold takes a fast path (one (K,) vector of shares, in float64); it must agree
+    # with the broadcast path and with float64 arithmetic, also just below a border
     borders = equal_mass_borders(torch.rand(4000, generator=torch.Generator().manual_seed(1)), 50)
-    dist = BarDistribution(borders)
+    dist = BarDistribution(borders, edge_atoms=atoms)
     logits = torch.randn(6, 4, 50, generator=torch.Generator().manual_seed(2))
-    for t in (-1.0, float(borders[0]), 0.3, float(borders[17]), 0.77, float(borders[-1]), 3.0):
+    below = math.nextafter(float(borders[17]), 0.0) - 1e-12
+    for t in (-1.0, float(borders[0]), 0.3, float(borders[17]), below, 0.77, float(borders[-1])):
+        ref = torch.from_numpy(_pi_float64(dist, logits, t)).float()
+        torch.testing.assert_close(dist.pi(logits, t), ref, atol=1e-6, rtol=1e-5, msg=str(t))
+        torch.testing.assert_close(dist.pi(logits, torch.tensor(t, dtype=torch.float64)), ref,
+                                   atol=1e-6, rtol=1e-5, msg=str(t))  # fmt: skip
         general = dist.pi(logits, torch.full((6, 4), t))
-        assert torch.allclose(dist.pi(logits, t), general, atol=1e-6), t
-        assert torch.allclose(dist.pi(logits, torch.tensor(t)), general, atol=1e-6), t
+        assert torch.allclose(dist.pi(logits, t), general, atol=1e-5), t
+    assert (dist.pi(logits, 3.0) == 0).all()
 
 
 def test_pi_with_a_threshold_a_hair_below_the_top_border():
-    # 1 - 1e-9 rounds to the top border in float32: the fast path must still cut the last bucket
-    dist = BarDistribution(uniform_borders(1000))
+    # 1 - 1e-9 rounds to the top border in float32; the one-threshold path keeps it in float64:
+    # a sliver of the last bucket, or the whole top atom with edge atoms
     logits = torch.zeros(3, 1000)
-    t = math.nextafter(1.0, 0.0)
-    expected = dist.pi(logits, torch.full((3,), t))
-    torch.testing.assert_close(dist.pi(logits, t), expected, atol=1e-6, rtol=0)
-    assert (dist.pi(logits, t) < 1e-6).all()
+    t = 1.0 - 1e-9
+    dense = BarDistribution(uniform_borders(1000))
+    torch.testing.assert_close(dense.pi(logits, t), torch.full((3,), 1e-9), atol=1e-12, rtol=1e-3)
+    atoms = BarDistribution(uniform_borders(1000), edge_atoms=True)
+    torch.testing.assert_close(atoms.pi(logits, t), torch.full((3,), 1e-3), atol=0, rtol=1e-4)
+    assert (atoms.pi(logits, 1.0) == 0).all()
+    # ei the same way: the atom at 1 is 1e-9 above the threshold
+    torch.testing.assert_close(atoms.ei(logits, t), torch.full((3,), 1e-12), atol=0, rtol=1e-2)
 
 
 # ---- edge atoms ------------------------------------------------------------------------------
@@ -458,8 +486,8 @@ def test_edge_atoms_cdf_jumps_at_the_bounds(atoms, logits):
 
 
 def test_edge_atoms_quantiles_reach_the_bounds(atoms, dist, logits):
-    q = torch.tensor([0.0, 0.05, 0.1, 0.2, 0.6, 0.61, 0.95, 1.0])
-    expected = torch.tensor([0.0, 0.0, 0.0, 0.3, 0.6, 1.0, 1.0, 1.0])
+    q = torch.tensor([0.0, 0.05, 0.09, 0.2, 0.59, 0.61, 0.95, 1.0])
+    expected = torch.tensor([0.0, 0.0, 0.0, 0.3, 0.5 + 0.29 / 3, 1.0, 1.0, 1.0])
     torch.testing.assert_close(atoms.quantile(logits, q), expected)
     # without atoms the 95% quantile stays inside the top bucket, below the bound
     assert float(dist.quantile(logits, 0.95)) < 1.0

@@ -265,11 +265,13 @@ def test_load_reads_the_edge_buckets_as_atoms_on_the_unit_range(tmp_path):
         last_value_head=False,  # which needs borders on [0, 1]
     )  # fmt: skip
     model = CurveSetTransformer(config)
-    for high, atoms in ((1.0, True), (2.0, False)):
-        borders = uniform_borders(K, 0.0, high)
+    wide_edges = torch.cat([torch.zeros(1), torch.linspace(0.05, 0.95, K - 1), torch.ones(1)])
+    cases = (("unit", uniform_borders(K), True), ("wide", uniform_borders(K, 0.0, 2.0), False),
+             ("wide-edges", wide_edges, False))  # fmt: skip
+    for name, borders, atoms in cases:
         ckpt = Checkpoint(state_dict=model.state_dict(), model=model.config, borders=borders)
-        save_checkpoint(tmp_path / f"m{high}", ckpt)
-        sur = Surrogate.load(tmp_path / f"m{high}.pt")
+        save_checkpoint(tmp_path / name, ckpt)
+        sur = Surrogate.load(tmp_path / f"{name}.pt")
         assert sur.distribution.edge_atoms is atoms
         assert sur.predict(CTX, [Curve([0.1, 0.5], t=[1.0])])[0].distribution.edge_atoms is atoms
 

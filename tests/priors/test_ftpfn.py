@@ -337,7 +337,7 @@ def test_late_starters_stay_flat_and_quiet_then_rise():
 def test_late_starters_on_grid_only_leave_other_tasks_stalled():
     kwargs = {"stall_task_prob": 1.0, "late_start_share": 0.5, "log_time_task_prob": 0.6}
     kwargs |= {"geometric_grid_prob": 0.5}
-    shares = {}
+    shares, region = {}, {}
     for grid_only in (False, True):
         prior = FTPFNPrior(FTPFNPriorConfig(**kwargs, late_start_on_grid_only=grid_only))
         gen = _gen(4)
@@ -348,10 +348,12 @@ def test_late_starters_on_grid_only_leave_other_tasks_stalled():
         on_grid = tasks.geometric.repeat_interleave(40)  # (R,) one task per 40 packed rows
         late = cp.onset > 0
         shares[grid_only] = (late[on_grid].float().mean(), late[~on_grid].float().mean())
-        # the rows that start late (or not) are otherwise stalled: the region is the same
-        assert float((late | cp.stalled).float().mean()) > 0.2
+        region[grid_only] = (late | cp.stalled, on_grid)
+        assert float(region[grid_only][0].float().mean()) > 0.2
     assert 0.1 < shares[True][0] and abs(shares[True][0] - shares[False][0]) < 1e-6
     assert shares[True][1] == 0.0 and shares[False][1] > 0.05
+    # the late or stalled region is the same; off the grid all of it is stalled
+    assert torch.equal(region[True][0], region[False][0])
 
 
 def test_stalled_share_per_task_and_smooth_in_the_configuration():
