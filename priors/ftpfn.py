@@ -30,8 +30,8 @@ unchanged):
   (below) have late starters, and in the others the whole region stalls: a learner on a few
   hundred examples often sits at the majority-class accuracy before it learns, while on an
   epoch or step axis a flat, quiet run is usually dead (which an early stopper relies on; late
-  starters on every task made the shipped network's 90% intervals on TaskSet too wide and its
-  pruning slower, `checkpoints/README.md`, stage 14). LCDB's learners sit at the
+  starters on every task made stage 14's 90% intervals on TaskSet too wide and its pruning
+  slower, ``checkpoints/README.md``). LCDB's learners sit at the
   majority-class accuracy for the first training sizes and then learn; TaskSet's runs at ln 2 for
   some evaluations take off. Without late starters a network is sure that a flat, quiet run
   stays flat (on LCDB, 38% of the runs with a constant prefix moved by more than 0.01, and 69% of
