@@ -230,23 +230,18 @@ class BarDistribution(nn.Module):
             lo = torch.cat([lo[:-1], hi[-1:]])
         return lo, hi
 
-    def _fraction_below(self, y: Tensor) -> Tensor:
-        """(..., K): the share of each bucket's mass at or below ``y`` ((...) values)."""
-        lo, hi = self._spans()  # (K,)
-        width = hi - lo
-        y = y.unsqueeze(-1)  # (..., 1)
-        inside = (torch.minimum(torch.maximum(y, lo), hi) - lo) / width.clamp(min=1e-30)
-        return torch.where(width > 0, inside, (y >= lo).to(inside.dtype))
-
-    def _fraction_above(self, y: Tensor) -> Tensor:
-        """(..., K): the share of each bucket's mass strictly above ``y``, computed directly (not
-        as ``1 - _fraction_below``) so that small tails keep their relative precision; in the
-        dtype of ``y`` (float64 for the one-threshold paths)."""
+    def _fraction(self, y: Tensor, *, above: bool) -> Tensor:
+        """(..., K): the share of each bucket's mass strictly above ``y`` (``above``) or at or
+        below it, for (...) values ``y``, in their dtype (float64 for the one-threshold paths).
+        The share above is computed directly, not as 1 - the share below, so that small tails
+        keep their relative precision."""
         lo, hi = self._spans(y.dtype)  # (K,)
         width = hi - lo
         y = y.unsqueeze(-1)  # (..., 1)
-        inside = (hi - torch.minimum(torch.maximum(y, lo), hi)) / width.clamp(min=1e-30)
-        return torch.where(width > 0, inside, (y < lo).to(inside.dtype))
+        clipped = torch.minimum(torch.maximum(y, lo), hi)
+        part = (hi - clipped) if above else (clipped - lo)
+        on_atom = (y < lo) if above else (y >= lo)  # a bucket of width 0: all or nothing
+        return torch.where(width > 0, part / width.clamp(min=1e-30), on_atom.to(part.dtype))
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -274,12 +269,12 @@ class BarDistribution(nn.Module):
 
     def _mass_below(self, probs: Tensor, y: Tensor) -> Tensor:
         """P(Y <= y): (..., K) probs and (...) y -> (...). A sum of non-negative terms."""
-        return (probs * self._fraction_below(y)).sum(-1)
+        return (probs * self._fraction(y, above=False)).sum(-1)
 
     def _mass_above(self, probs: Tensor, y: Tensor) -> Tensor:
         """P(Y > y): (..., K) probs and (...) y -> (...). Summed directly, not as 1 - cdf, so
         small tail probabilities keep their relative precision."""
-        return (probs * self._fraction_above(y)).sum(-1)
+        return (probs * self._fraction(y, above=True)).sum(-1)
 
     # ---- densities ---------------------------------------------------------------------------
 
@@ -408,7 +403,7 @@ class BarDistribution(nn.Module):
             # vector, worked out in float64 so that a threshold a hair below a border (or below
             # an edge atom) is not rounded onto it, then weighed with the probabilities.
             t = torch.as_tensor(float(threshold), dtype=torch.float64, device=probs.device)
-            return (probs * self._fraction_above(t).to(probs.dtype)).sum(-1).clamp(0.0, 1.0)
+            return (probs * self._fraction(t, above=True).to(probs.dtype)).sum(-1).clamp(0.0, 1.0)
         threshold = self._values(logits, threshold, "threshold")
         return self._mass_above(probs, threshold).clamp(0.0, 1.0)
 

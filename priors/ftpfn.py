@@ -579,9 +579,8 @@ class FTPFNPrior:
             if self.config.late_start_share > 0:
                 onset = late_onset(u[:, 0], share, self.config.late_start_share)
                 if self.config.late_start_on_grid_only:  # elsewhere the whole region stalls
-                    grid = tasks.geometric  # drawn whenever geometric_grid_prob > 0 (validated)
-                    on_grid = grid[task] if grid is not None else torch.zeros_like(stalled)
-                    onset = torch.where(on_grid, onset, torch.zeros_like(onset))
+                    assert tasks.geometric is not None  # drawn: the config needs grid tasks
+                    onset = torch.where(tasks.geometric[task], onset, torch.zeros_like(onset))
                 stalled = stalled & (onset == 0)  # late starters keep their curve
             params = stall(params, stalled, noise_factor=self.config.stall_noise_factor)
         return ConfigParameters(configs, hp_mask, row_mask, params, stalled, onset)
