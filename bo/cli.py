@@ -77,6 +77,12 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         default=SCORE_RANGES[0],
         help="freeze-thaw's score map: from the observed values (default) or the metric's bounds",
     )
+    hpo.add_argument(
+        "--single-weight",
+        type=float,
+        default=0.0,
+        help="weight of the surrogate's single-curve view in freeze-thaw's predictive (default 0)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
@@ -98,7 +104,7 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
         FreezeThawOptimizer(
             checkpoint=args.checkpoint,
             acquisition=args.acquisition,
-            config=FreezeThawConfig(score_range=args.score_range),
+            config=FreezeThawConfig(score_range=args.score_range, single_weight=args.single_weight),
         )
         if name == "freeze-thaw"
         else name

@@ -109,8 +109,13 @@ class FreezeThawConfig:
     # 1-2): MFPI 0.22/0.17/0.10 with "bounds", 0.23/0.14/0.05 with "data"; the demo's results
     # were equal or better (seeds 0-2).
     score_range: str = "data"
+    # Weight of the surrogate's single-curve view in the predictive of each decision (see
+    # pfn.surrogate.Surrogate). 0: the context view alone, one forward pass per decision.
+    single_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.single_weight <= 1.0:
+            raise ValueError(f"single_weight must lie in [0, 1], got {self.single_weight}")
         if self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
         if self.score_range not in SCORE_RANGES:
@@ -375,6 +380,7 @@ class FreezeThaw:
                 ctx_y=ctx_y,
                 qry_curve=pending,
                 qry_t=[min(runs[i].step + 1, self.max_steps) / self.max_steps for i in pending],
+                single_weight=self.config.single_weight,
             )
             ctx_curve += pending
             ctx_t += [(runs[i].step + 1) / self.max_steps for i in pending]
@@ -398,7 +404,7 @@ class FreezeThaw:
         qry_t += [min(look.horizon, self.max_steps) / self.max_steps] * new_x.shape[0]
         fc = self.surrogate.forecast(
             all_configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
-            qry_curve=qry_curve, qry_t=qry_t,
+            qry_curve=qry_curve, qry_t=qry_t, single_weight=self.config.single_weight,
         )  # fmt: skip
         pick = pick_argmax(acquisition_values(self.acquisition, fc, look.threshold), rng)
         if pick < len(paused):
@@ -514,6 +520,8 @@ class FreezeThaw:
                 "share_local": self.config.share_local,
                 "local_scale": self.config.local_scale,
                 "score_range": self.config.score_range,
+                # only when set, so that journals written before it existed still resume
+                **({"single_weight": w} if (w := self.config.single_weight) else {}),
             },
         }
 

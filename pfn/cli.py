@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pfn.surrogate import FinalPrediction, RawRun, Surrogate
+from pfn.surrogate import DEFAULT_SINGLE_WEIGHT, FinalPrediction, RawRun, Surrogate
 
 _REQUIRED = ("run", "step", "value")
 # pfn.train.TRAIN_CONFIGS, spelled out so that the CLI starts without importing Lightning.
@@ -148,6 +148,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         default="bounds",
         help="score range from the metric's bounds (default) or from the context's values",
     )
+    _add_single_weight(sur)
     sur.add_argument("--out", default="eval_out", help="folder for results.{json,md} and plots")
     sur.set_defaults(func=_evaluate_surrogate)
 
@@ -155,7 +156,18 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     pri.add_argument("--prior", default="ftpfn", help="prior name (ftpfn, lcpfn, mixture)")
     pri.add_argument("--tasks", type=int, default=256, help="held-out tasks")
     pri.add_argument("--checkpoint", default=None, help="surrogate checkpoint (default: shipped)")
+    _add_single_weight(pri)
     pri.set_defaults(func=_evaluate_prior)
+
+
+def _add_single_weight(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--single-weight",
+        type=float,
+        default=DEFAULT_SINGLE_WEIGHT,
+        help="weight of the single-curve view in the surrogate's predictive, in [0, 1] "
+        f"(default {DEFAULT_SINGLE_WEIGHT}; 0: the network's context view alone)",
+    )
 
 
 def _evaluate_surrogate(args: argparse.Namespace) -> int:
@@ -175,7 +187,9 @@ def _evaluate_surrogate(args: argparse.Namespace) -> int:
         scaling=args.scaling,
     )
     needs_pfn = any(m in PFN_MODES for m in config.methods)
-    surrogate = Surrogate.load(args.checkpoint) if needs_pfn else None
+    surrogate = (
+        Surrogate.load(args.checkpoint, single_weight=args.single_weight) if needs_pfn else None
+    )
     result = evaluate_surrogate(
         args.data,
         surrogate=surrogate,
@@ -192,7 +206,8 @@ def _evaluate_surrogate(args: argparse.Namespace) -> int:
 def _evaluate_prior(args: argparse.Namespace) -> int:
     from pfn.evaluate import evaluate_prior
 
-    result = evaluate_prior(Surrogate.load(args.checkpoint), prior=args.prior, n_tasks=args.tasks)
+    surrogate = Surrogate.load(args.checkpoint, single_weight=args.single_weight)
+    result = evaluate_prior(surrogate, prior=args.prior, n_tasks=args.tasks)
     print(f"held-out {result.prior} prior, {result.n_tasks} tasks: log-likelihood by context share")
     for frac, ll in result.ll.items():
         print(f"  {frac:>4.0%}: {ll:.3f} ± {result.ll_se[frac]:.3f}")

@@ -18,8 +18,10 @@ every method predicts its targets. Per method and context size we report, in sco
   baselines' densities have no atoms. ``coverage`` counts every miss all the same;
 * ``time_s``: mean wall-clock seconds of one task's prediction (the forward pass for a PFN).
 
-Methods: ``pfn`` (the surrogate with hyperparameters), ``pfn-no-hps`` (the same network, all
-curves of the task in context but hyperparameters hidden), ``pfn-single`` (each curve alone, no
+Methods: ``pfn`` (the surrogate's predictive: its context view, every curve with its
+hyperparameters, mixed with its single-curve view, see :class:`~pfn.surrogate.Surrogate`),
+``pfn-context`` (the context view alone), ``pfn-no-hps`` (the predictive with hyperparameters
+hidden: all curves of the task in context), ``pfn-single`` (each curve alone, no
 hyperparameters: the LC-PFN use), and the baselines of :mod:`pfn.baselines`.
 
 :func:`evaluate_prior` measures held-out prior tasks (log-likelihood by context share), the
@@ -58,7 +60,7 @@ __all__ = [
     "write_report",
 ]
 
-PFN_MODES = ("pfn", "pfn-no-hps", "pfn-single")
+PFN_MODES = ("pfn", "pfn-context", "pfn-no-hps", "pfn-single")
 BASELINE_NAMES = ("last-value", "power-law", "gp")
 METHODS = PFN_MODES + BASELINE_NAMES
 _PIT_BINS = 20  # calibration histogram bins
@@ -67,8 +69,10 @@ _PIT_BINS = 20  # calibration histogram bins
 class PFNMethod(ForecastMethod):
     """The surrogate as a :class:`~pfn.forecast.ForecastMethod`.
 
-    Modes: ``"pfn"`` (all curves with their hyperparameters), ``"pfn-no-hps"`` (all curves, no
-    hyperparameters), ``"pfn-single"`` (each target curve alone, no hyperparameters).
+    Modes: ``"pfn"`` (the surrogate's predictive: all curves with their hyperparameters, mixed
+    with the single-curve view), ``"pfn-context"`` (the context view alone, no mixture),
+    ``"pfn-no-hps"`` (the predictive with hyperparameters hidden), ``"pfn-single"`` (each target
+    curve alone, no hyperparameters).
     """
 
     def __init__(self, surrogate: Surrogate, mode: str = "pfn") -> None:
@@ -80,14 +84,15 @@ class PFNMethod(ForecastMethod):
         if self.mode == "pfn-single":
             curves = [task.curve_points(int(c)) for c in task.target_curve]
             return self.surrogate.forecast_single(curves, task.target_t)
-        configs = task.configs if self.mode == "pfn" else np.zeros((task.n_curves, 0))
+        hidden = self.mode == "pfn-no-hps"
         return self.surrogate.forecast(
-            configs,
+            np.zeros((task.n_curves, 0)) if hidden else task.configs,
             ctx_curve=task.ctx_curve,
             ctx_t=task.ctx_t,
             ctx_y=task.ctx_y,
             qry_curve=task.target_curve,
             qry_t=task.target_t,
+            single_weight=0.0 if self.mode == "pfn-context" else None,
         )
 
 
@@ -572,6 +577,19 @@ class PriorEvalResult:
     ll_se: dict[float, float]  # standard error over tasks
 
 
+def _predictive(
+    surrogate: Surrogate, inp: CurveSetInput, i: int, logits: torch.Tensor
+) -> torch.Tensor:
+    """Task ``i``'s (M, K) predictive from its context view ``logits`` (every query of a prior
+    batch is real: ``from_batch`` pads none)."""
+    arrays = {
+        name: getattr(inp, name)[i].cpu().numpy().astype(np.float64)
+        for name in ("ctx_curve", "ctx_t", "ctx_y", "qry_curve", "qry_t")
+    }
+    mixed = surrogate.mix_single_view(logits.cpu(), surrogate.single_weight, **arrays)
+    return mixed.to(logits.device)
+
+
 def evaluate_prior(
     surrogate: Surrogate,
     *,
@@ -582,7 +600,9 @@ def evaluate_prior(
     seed: int = 1_000_003,
     prior_overrides: dict | None = None,
 ) -> PriorEvalResult:
-    """Mean log-likelihood of held-out prior tasks' query points at each context share.
+    """Mean log-likelihood of held-out prior tasks' query points at each context share, under
+    the surrogate's predictive (its context view mixed with its single-curve view, with weight
+    ``surrogate.single_weight``; 0: the network's output alone).
 
     Tasks come from a seed stream disjoint from training's (training seeds are small integers
     combined with steps; use a large ``seed``). The same tasks (curves) are cut at every share.
@@ -609,7 +629,12 @@ def evaluate_prior(
             ).to(surrogate.device)
             inp, target = CurveSetInput.from_batch(batch)
             with torch.inference_mode():
-                ll = -dist.nll(surrogate.model(inp).float(), target)  # (B, M)
+                logits = surrogate.model(inp).float()  # (B, M, K): the context view
+            if surrogate.single_weight > 0:  # the surrogate's predictive, task by task
+                logits = torch.stack(
+                    [_predictive(surrogate, inp, i, logits[i]) for i in range(size)]
+                )
+            ll = -dist.nll(logits, target)  # (B, M)
             mask = inp.qry_mask.float()
             per_task[f].append(((ll * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu())
     lls = {f: torch.cat(v).double().numpy() for f, v in per_task.items()}

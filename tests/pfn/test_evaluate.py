@@ -105,8 +105,15 @@ def test_pfn_modes_see_what_they_should(tiny, curve_file):
     c = int(task.target_curve[i])
     t, y = task.curve_points(c)
     alone = tiny.forecast(np.zeros((1, 0)), ctx_curve=np.zeros(t.size), ctx_t=t, ctx_y=y,
-                          qry_curve=[0], qry_t=[1.0])  # fmt: skip
+                          qry_curve=[0], qry_t=[1.0], single_weight=0.0)  # fmt: skip
     assert single.predict(task).mean()[i] == pytest.approx(alone.mean()[0], abs=1e-5)
+    # pfn-context: the context view alone; pfn: the surrogate's mixture of both views
+    context = PFNMethod(tiny, "pfn-context").predict(task).logits.softmax(-1)
+    both = single.predict(task).logits.softmax(-1)
+    w = tiny.single_weight
+    assert 0 < w < 1
+    mixed = full.predict(task).logits.softmax(-1)
+    np.testing.assert_allclose(mixed, (1 - w) * context + w * both, atol=1e-6)
 
 
 def test_evaluate_surrogate_runs_every_method_and_writes_a_report(tiny, curve_file, tmp_path):
@@ -164,6 +171,20 @@ def test_bad_configuration_is_refused(tiny, curve_file):
 def test_evaluate_prior_reports_every_share(tiny):
     r = evaluate_prior(tiny, prior="lcpfn", fractions=(0.2, 0.8), n_tasks=6, batch_size=4)
     assert set(r.ll) == {0.2, 0.8} and all(np.isfinite(v) for v in r.ll.values())
+
+
+def test_evaluate_prior_scores_the_surrogates_predictive(tiny_checkpoint_path):
+    def ll(prior: str, w: float) -> np.ndarray:
+        sur = Surrogate.load(tiny_checkpoint_path, single_weight=w)
+        r = evaluate_prior(sur, prior=prior, fractions=(0.2, 0.6), n_tasks=5, batch_size=3)
+        return np.array(list(r.ll.values()))
+
+    # one curve without hyperparameters: both views read the same input, so the mixture is inert
+    np.testing.assert_allclose(ll("lcpfn", 0.5), ll("lcpfn", 0.0), atol=1e-5)
+    # many curves: the single-curve view changes the predictive, by more as its weight grows
+    context, some, single = ll("ftpfn", 0.0), ll("ftpfn", 0.3), ll("ftpfn", 1.0)
+    assert not np.allclose(some, context, atol=1e-3)
+    assert not np.allclose(single, context, atol=1e-3)
 
 
 def test_cli_evaluate_surrogate(tiny_checkpoint_path, curve_file, tmp_path, capsys):

@@ -142,9 +142,99 @@ def test_predict_matches_a_hand_built_input(sur):
         qry_mask=torch.ones(1, 3, dtype=torch.bool),
     )
     with torch.no_grad():
-        logits = sur.model(inp)[0]
-    torch.testing.assert_close(preds[0].logits, logits[:1])
-    torch.testing.assert_close(preds[1].logits, logits[1:])
+        context_view = sur.model(inp)[0].log_softmax(-1)  # (3, K)
+    # the single-curve view: each query alone, its own points only, no hyperparameters
+    single_view = torch.cat([
+        _single_by_hand(sur.model, [0.1, 0.2], [0.5, 0.6], 1.0),
+        _single_by_hand(sur.model, [], [], 0.5),
+        _single_by_hand(sur.model, [], [], 1.0),
+    ]).log_softmax(-1)  # fmt: skip
+    w = sur.single_weight
+    assert 0 < w < 1
+    mixed = ((1 - w) * context_view.exp() + w * single_view.exp()).log()
+    torch.testing.assert_close(preds[0].logits.log_softmax(-1), mixed[:1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(preds[1].logits.log_softmax(-1), mixed[1:], atol=1e-5, rtol=1e-5)
+
+
+def _single_by_hand(model, t, y, qry_t) -> torch.Tensor:
+    """(1, K) logits of one curve read alone (one masked dummy point when it has none)."""
+    n = max(len(t), 1)
+    return model(
+        CurveSetInput(
+            configs=torch.zeros(1, 1, 32),
+            hp_mask=torch.zeros(1, 32, dtype=torch.bool),
+            curve_mask=torch.ones(1, 1, dtype=torch.bool),
+            ctx_curve=torch.zeros(1, n, dtype=torch.long),
+            ctx_t=torch.tensor([t or [0.5]]),
+            ctx_y=torch.tensor([y or [0.0]]),
+            ctx_mask=torch.tensor([[bool(t)] * n]),
+            qry_curve=torch.zeros(1, 1, dtype=torch.long),
+            qry_t=torch.tensor([[qry_t]]),
+            qry_mask=torch.ones(1, 1, dtype=torch.bool),
+        )
+    )[0].detach()
+
+
+def test_single_curve_view_of_a_shuffled_context_matches_curve_by_curve(sur):
+    rng = np.random.default_rng(0)
+    n_points = [7, 0, 3, 1, 5, 2]  # per curve; curve 1 has none
+    points = [(np.sort(rng.random(k)) * 0.9 + 0.05, rng.random(k)) for k in n_points]
+    curve = np.concatenate([np.full(k, c) for c, k in enumerate(n_points)])
+    order = rng.permutation(curve.size)
+    qry_curve, qry_t = np.array([5, 0, 1, 4, 0, 3, 2]), np.array([1.0, 0.9, 0.5, 1.0, 1.0, 0.7, 1])
+    fc = sur.forecast(
+        rng.random((6, 2)),
+        ctx_curve=curve[order],
+        ctx_t=np.concatenate([t for t, _ in points])[order],
+        ctx_y=np.concatenate([y for _, y in points])[order],
+        qry_curve=qry_curve,
+        qry_t=qry_t,
+        single_weight=1.0,
+    )
+    alone = sur.forecast_single([points[c] for c in qry_curve], qry_t)
+    expected = alone.logits.softmax(-1)
+    torch.testing.assert_close(fc.logits.softmax(-1), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_single_weight_mixes_the_two_views(sur):
+    cfg = np.array([[0.1, 0.5], [0.9, 0.2], [0.4, 0.7], [0.3, 0.3]])
+    arrays = dict(  # the context points of the curves interleaved, out of time order
+        ctx_curve=[2, 0, 1, 0, 2, 0, 0, 0],
+        ctx_t=[0.2, 0.3, 0.1, 0.1, 0.1, 0.2, 0.5, 0.4],
+        ctx_y=[0.6, 0.4, 0.1, 0.2, 0.5, 0.35, 0.45, 0.3],
+        # repeated (curve, time) pairs, two curves without points, one curve at three times
+        qry_curve=[0, 0, 0, 1, 2, 3, 3, 0],
+        qry_t=[0.5, 1.0, 0.5, 1.0, 0.7, 1.0, 0.4, 0.9],
+    )
+    context = sur.forecast(cfg, **arrays, single_weight=0.0).logits.log_softmax(-1)
+    single = sur.forecast(cfg, **arrays, single_weight=1.0).logits.exp()
+    # the single-curve view, query by query, with its own curve's points (batched: one row per
+    # curve with points, one shared row for curves without, each (curve, time) asked once)
+    points = {
+        0: ([0.1, 0.2, 0.3, 0.4, 0.5], [0.2, 0.35, 0.4, 0.3, 0.45]),
+        1: ([0.1], [0.1]),
+        2: ([0.1, 0.2], [0.5, 0.6]),
+    }
+    for j, (c, t) in enumerate(zip(arrays["qry_curve"], arrays["qry_t"], strict=True)):
+        alone = sur.forecast_single([points.get(c, ([], []))], [t]).logits.softmax(-1)[0]
+        torch.testing.assert_close(single[j], alone, atol=1e-5, rtol=1e-5)
+    for w in (0.3, sur.single_weight):
+        mixed = sur.forecast(cfg, **arrays, single_weight=w).logits.softmax(-1)
+        torch.testing.assert_close(
+            mixed, (1 - w) * context.exp() + w * single, atol=1e-6, rtol=1e-5
+        )
+    default = sur.forecast(cfg, **arrays).logits.softmax(-1)
+    w = sur.single_weight
+    torch.testing.assert_close(default, (1 - w) * context.exp() + w * single, atol=1e-6, rtol=1e-5)
+    # the context view alone is the network's output (one pass, no mixture)
+    plain = Surrogate(sur.model, sur.distribution, single_weight=0.0)
+    torch.testing.assert_close(plain.forecast(cfg, **arrays).logits.log_softmax(-1), context)
+    assert not torch.allclose(default.log(), context, atol=1e-3)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="single_weight must lie in"):
+            sur.forecast(cfg, **arrays, single_weight=bad)
+        with pytest.raises(ValueError, match="single_weight must lie in"):
+            Surrogate(sur.model, sur.distribution, single_weight=bad)
 
 
 def test_predictions_do_not_depend_on_context_order(sur):
