@@ -37,10 +37,12 @@ SPACE = Space(
 MAX_STEPS = 50
 
 
-def build(state_dir: str, n_obs: int, n_runs: int, n_candidates: int) -> FreezeThaw:
+def build(
+    state_dir: str, n_obs: int, n_runs: int, n_candidates: int, single_weight: float = 0.0
+) -> FreezeThaw:
     """A FreezeThaw whose journal holds ``n_obs`` told steps over ``n_runs`` runs."""
     rng = np.random.default_rng(0)
-    pool = FreezeThawConfig(n_candidates=n_candidates)
+    pool = FreezeThawConfig(n_candidates=n_candidates, single_weight=single_weight)
     settings_probe = FreezeThaw(SPACE, max_steps=MAX_STEPS, minimize=True, config=pool)
     journal = Journal(state_dir, settings_probe._settings())
     # run lengths: a few long runs, many short ones (Dirichlet shares), capped at MAX_STEPS
@@ -59,7 +61,7 @@ def build(state_dir: str, n_obs: int, n_runs: int, n_candidates: int) -> FreezeT
         max_steps=MAX_STEPS,
         minimize=True,
         state_dir=state_dir,
-        config=FreezeThawConfig(n_candidates=n_candidates),
+        config=pool,
     )
     return ft
 
@@ -71,14 +73,20 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument(
+        "--single-weight",
+        type=float,
+        default=0.0,
+        help="FreezeThawConfig.single_weight (default 0: the context view alone)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ft = build(tmp, args.observations, args.runs, args.candidates)
+        ft = build(tmp, args.observations, args.runs, args.candidates, args.single_weight)
         n_obs = len(ft.history)
         print(
             f"ask latency: {n_obs} observations in {len(ft.configs())} runs, "
             f"{args.candidates} new candidates, space of {SPACE.dim} encoded dims, "
-            f"model {ft.surrogate.config}"
+            f"single_weight {args.single_weight}, model {ft.surrogate.config}"
         )
         for threads in (int(x) for x in args.threads.split(",")):
             torch.set_num_threads(threads)
