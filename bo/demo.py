@@ -278,7 +278,7 @@ def run_demo(
         print(
             f"\nPart 2: {n_full} new random configurations, each trained {seen_epochs} of "
             f"{max_epochs} epochs; the surrogate predicts their accuracy at epoch {max_epochs} "
-            "from these partial curves and part 1's curves (one forward pass), then they are "
+            "from these partial curves and part 1's curves (no fitting), then they are "
             "trained to the end.",
             flush=True,
         )
@@ -386,7 +386,7 @@ def _predict_partial_runs(
 ) -> tuple[list[PartialRunRow], list[FinalPrediction]]:
     """Train each config ``seen_epochs``, predict its final accuracy, then train it to the end.
 
-    ``context``: other runs of the same task (part 1's curves), read in the same forward pass.
+    ``context``: other runs of the same task (part 1's curves), read together with them.
     """
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / str(i) for i in range(len(configs))]
@@ -394,7 +394,7 @@ def _predict_partial_runs(
         for config, d in zip(configs, dirs, strict=True):
             d.mkdir()
             seen.append(objective(config, 0, seen_epochs, d))
-        # One forward pass over the partial runs and the context runs; every run is queried at
+        # The partial runs read together with the context runs; every run is queried at
         # epochs seen..max, and the partial runs' predictions are the first ones.
         preds = surrogate.predict_final(
             [

@@ -114,6 +114,7 @@ class FreezeThawConfig:
     single_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "single_weight", float(self.single_weight))  # JSON-safe
         if not 0.0 <= self.single_weight <= 1.0:
             raise ValueError(f"single_weight must lie in [0, 1], got {self.single_weight}")
         if self.n_candidates < 1:

@@ -94,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pred.add_argument("--lower-bound", type=float, default=None, help="known metric minimum")
     pred.add_argument("--upper-bound", type=float, default=None, help="known metric maximum")
     pred.add_argument("--plot", default=None, help="write a PNG of the curves and predictions")
+    _add_single_weight(pred)
     pred.set_defaults(func=_predict)
 
 
@@ -208,7 +209,10 @@ def _evaluate_prior(args: argparse.Namespace) -> int:
 
     surrogate = Surrogate.load(args.checkpoint, single_weight=args.single_weight)
     result = evaluate_prior(surrogate, prior=args.prior, n_tasks=args.tasks)
-    print(f"held-out {result.prior} prior, {result.n_tasks} tasks: log-likelihood by context share")
+    print(
+        f"held-out {result.prior} prior, {result.n_tasks} tasks, single_weight "
+        f"{result.single_weight:g}: log-likelihood by context share"
+    )
     for frac, ll in result.ll.items():
         print(f"  {frac:>4.0%}: {ll:.3f} ± {result.ll_se[frac]:.3f}")
     return 0
@@ -318,7 +322,7 @@ def _predict(args: argparse.Namespace) -> int:
     # A missing file is bad input too: one line from curvepfn, not a traceback.
     try:
         runs, _ = read_runs(args.curves)
-        surrogate = Surrogate.load(args.checkpoint)
+        surrogate = Surrogate.load(args.checkpoint, single_weight=args.single_weight)
     except OSError as err:
         raise ValueError(str(err)) from err
     max_step = args.max_step

@@ -16,7 +16,8 @@ every method predicts its targets. Per method and context size we report, in sco
   output reads its edge buckets as atoms on the bounds (``BarDistribution``, ``edge_atoms``), so
   its interval reaches the bound when more than the tail mass lies in the edge bucket. The
   baselines' densities have no atoms. ``coverage`` counts every miss all the same;
-* ``time_s``: mean wall-clock seconds of one task's prediction (the forward pass for a PFN).
+* ``time_s``: mean wall-clock seconds of one task's prediction (for a PFN its forward passes:
+  two for ``pfn`` and ``pfn-no-hps`` when the surrogate's ``single_weight`` is above 0).
 
 Methods: ``pfn`` (the surrogate's predictive: its context view, every curve with its
 hyperparameters, mixed with its single-curve view, see :class:`~pfn.surrogate.Surrogate`),
@@ -206,6 +207,7 @@ class SurrogateEvalResult:
     scores: list[MethodScore]
     records: list[TaskRecord]
     pit: dict[str, list[int]] = field(default_factory=dict)  # method -> PIT histogram counts
+    single_weight: float | None = None  # the surrogate's (None: no PFN method ran)
 
     def score(self, method: str, n_context: int) -> MethodScore:
         """The score of one method at one context size."""
@@ -340,6 +342,7 @@ def evaluate_surrogate(
         scores=_aggregate(records, config),
         records=records,
         pit={k: v.tolist() for k, v in pit.items()},
+        single_weight=None if surrogate is None else surrogate.single_weight,
     )
 
 
@@ -374,9 +377,10 @@ def markdown_table(result: SurrogateEvalResult) -> str:
     """The scores as a markdown table (one row per method and context size), best in bold; with
     ``pfn`` and other methods, a second table of their paired differences against ``pfn``."""
     cfg = result.config
+    weight = "" if result.single_weight is None else f" (single_weight {result.single_weight:g})"
     lines = [
-        f"Data `{Path(result.data).name}`, surrogate `{result.checkpoint}`, {cfg.seeds} seed(s); "
-        f"score space; {cfg.interval:.0%} interval.",
+        f"Data `{Path(result.data).name}`, surrogate `{result.checkpoint}`{weight}, "
+        f"{cfg.seeds} seed(s); score space; {cfg.interval:.0%} interval.",
         "",
         "| N | method | log-lik ↑ | MSE ↓ | coverage | coverage inside | ms/task | tasks |",
         "|---|---|---|---|---|---|---|---|",
@@ -445,6 +449,7 @@ def write_report(
     payload = {
         "data": result.data,
         "checkpoint": result.checkpoint,
+        "single_weight": result.single_weight,
         "config": asdict(result.config),
         "scores": [_nan_to_none(asdict(s)) for s in result.scores],
         "records": [_nan_to_none(asdict(r)) for r in result.records],
@@ -575,6 +580,7 @@ class PriorEvalResult:
     n_tasks: int
     ll: dict[float, float]  # context share -> mean log-likelihood of the query points
     ll_se: dict[float, float]  # standard error over tasks
+    single_weight: float = 0.0  # the surrogate's: the predictive scored (0: the network's output)
 
 
 def _predictive(
@@ -643,4 +649,5 @@ def evaluate_prior(
         n_tasks=n_tasks,
         ll={f: float(v.mean()) for f, v in lls.items()},
         ll_se={f: _standard_error(v) for f, v in lls.items()},
+        single_weight=surrogate.single_weight,
     )

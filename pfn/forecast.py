@@ -69,7 +69,8 @@ class BarForecast(Forecast):
     """A PFN output: logits over the buckets of ``distribution``.
 
     Args:
-        logits: (M, K) on the CPU.
+        logits: (M, K) on the CPU; only their softmax matters (a mixture of predictives, e.g. the
+            surrogate's two views, passes log-probabilities).
         distribution: the bucket borders (on the CPU).
     """
 

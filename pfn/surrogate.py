@@ -245,7 +245,7 @@ class Surrogate:
         Raises:
             ValueError: the bucket counts differ, or ``single_weight`` is outside [0, 1].
         """
-        self.single_weight = _check_weight(single_weight)
+        self.single_weight = single_weight  # validated by the property
         if model.config.n_buckets != distribution.n_buckets:
             raise ValueError(
                 f"the model has {model.config.n_buckets} output buckets but the distribution "
@@ -258,6 +258,15 @@ class Surrogate:
         self._cpu_distribution = BarDistribution(
             distribution.borders.detach().cpu(), edge_atoms=distribution.edge_atoms
         )
+
+    @property
+    def single_weight(self) -> float:
+        """Weight of the single-curve view in the predictive, in [0, 1] (see the class)."""
+        return self._single_weight
+
+    @single_weight.setter
+    def single_weight(self, value: float) -> None:
+        self._single_weight = _check_weight(value)
 
     @property
     def config(self) -> ModelConfig:
@@ -521,7 +530,11 @@ class Surrogate:
 
         Returns:
             (M, K) log-probabilities of the buckets (``logits`` itself for ``w = 0``).
+
+        Raises:
+            ValueError: ``w`` is outside [0, 1] (or NaN).
         """
+        w = _check_weight(w)
         if w == 0.0:
             return logits
         single = self._single_view_logits(ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)

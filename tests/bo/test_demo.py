@@ -114,7 +114,7 @@ def test_part_two_reads_part_one_curves(quick_runs):
         told = [h for h in result.search.history if h.trial == run.id]
         assert list(raw.steps) == [h.step for h in told]
         np.testing.assert_array_equal(raw.config, space.encode(run.config))
-    # the printed predictions are those of one pass over part 2's partial runs and part 1's runs
+    # the printed predictions are those of part 2's partial runs read with part 1's runs
     partial = [
         RawRun(np.arange(1, r.seen_epochs + 1), np.asarray(r.curve[: r.seen_epochs]),
                space.encode(r.config))

@@ -176,6 +176,42 @@ def test_score_range_from_bounds_or_from_the_data(tiny, tmp_path):
                    config=FreezeThawConfig(n_candidates=4))  # fmt: skip
 
 
+def test_single_weight_reaches_the_surrogate_and_the_journal(tiny, tmp_path, monkeypatch):
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="single_weight"):
+            FreezeThawConfig(single_weight=bad)
+    assert FreezeThawConfig().single_weight == 0.0  # the default: the context view alone
+    assert type(FreezeThawConfig(single_weight=np.float32(0.25)).single_weight) is float
+    weights = []
+    forecast = tiny.forecast
+
+    def spy(*args, **kwargs):
+        weights.append(kwargs.get("single_weight"))
+        return forecast(*args, **kwargs)
+
+    monkeypatch.setattr(tiny, "forecast", spy)
+    for w in (0.0, 0.4):
+        weights.clear()
+        ft = FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny,
+                        config=FreezeThawConfig(n_candidates=4, single_weight=w))  # fmt: skip
+        for v in (0.9, 0.8, 0.7):
+            ft.tell(ft.ask(), v)
+        calls = len(weights)
+        ft.ask()
+        ft.ask()  # decided with the first one pending: a fantasy, then the scores
+        assert calls >= 2 and len(weights) >= calls + 3 and set(weights) == {w}
+    # a journal written without the setting (0) resumes; another weight is other settings
+    old = FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
+                     config=FreezeThawConfig(n_candidates=4))  # fmt: skip
+    assert "single_weight" not in old._settings()["config"]  # as journals before the setting
+    old.close()
+    FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
+               config=FreezeThawConfig(n_candidates=4, single_weight=0.0)).close()  # fmt: skip
+    with pytest.raises(ValueError, match="other settings"):
+        FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
+                   config=FreezeThawConfig(n_candidates=4, single_weight=0.2))  # fmt: skip
+
+
 def test_state_dir_resumes_exactly(tiny, tmp_path):
     def run(ft: FreezeThaw, n: int) -> list[Trial]:
         out = []

@@ -315,6 +315,12 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert main(args + ["--score-range", "bounds", "--out", str(tmp_path / "data")]) == 0
     data = json.loads((tmp_path / "data" / "results.json").read_text())
     assert data["mean_regret"] != payload["mean_regret"] or data["runs"] != payload["runs"]
+    # the single-curve view mixed into the decisions: another search on the same seed
+    assert main(args + ["--single-weight", "1", "--out", str(tmp_path / "single")]) == 0
+    single = json.loads((tmp_path / "single" / "results.json").read_text())
+    assert single["mean_regret"] != payload["mean_regret"] or single["runs"] != payload["runs"]
+    assert main(args + ["--single-weight", "2", "--out", str(out)]) == 2
+    assert "single_weight must lie in [0, 1]" in capsys.readouterr().err
 
 
 def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):

@@ -118,6 +118,17 @@ def test_predict_defaults_max_step_to_the_last_step(tmp_path, checkpoint, capsys
     assert "final @ 40" in out and "plot:" not in out
 
 
+def test_predict_single_weight_sets_the_predictive(tmp_path, checkpoint, capsys):
+    base = ["predict", "--curves", str(write(tmp_path, CSV)), "--checkpoint", str(checkpoint)]
+    printed = {}
+    for w in ("0", "1"):
+        args = parse(base + ["--lower-is-better", "--single-weight", w])
+        assert args.func(args) == 0
+        printed[w] = capsys.readouterr().out
+    assert parse(base).single_weight == 0.1  # the surrogate's default
+    assert printed["0"] != printed["1"]  # run a: the context view, then its curve alone
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bo.cli import main
 from pfn.curve_table import read_curve_tables
@@ -27,6 +28,7 @@ from pfn.evaluate import (
     write_report,
 )
 from pfn.forecast import GaussianForecast
+from pfn.model import CurveSetInput
 from pfn.surrogate import Surrogate
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -181,10 +183,32 @@ def test_evaluate_prior_scores_the_surrogates_predictive(tiny_checkpoint_path):
 
     # one curve without hyperparameters: both views read the same input, so the mixture is inert
     np.testing.assert_allclose(ll("lcpfn", 0.5), ll("lcpfn", 0.0), atol=1e-5)
-    # many curves: the single-curve view changes the predictive, by more as its weight grows
-    context, some, single = ll("ftpfn", 0.0), ll("ftpfn", 0.3), ll("ftpfn", 1.0)
-    assert not np.allclose(some, context, atol=1e-3)
-    assert not np.allclose(single, context, atol=1e-3)
+    # many curves: the single-curve view changes the predictive
+    assert not np.allclose(ll("ftpfn", 0.3), ll("ftpfn", 0.0), atol=1e-3)
+    # and each task is scored with its own predictive: Surrogate.forecast, task by task
+    from priors.registry import make_prior
+
+    sur = Surrogate.load(tiny_checkpoint_path, single_weight=0.3)
+    r = evaluate_prior(sur, prior="ftpfn", fractions=(0.5,), n_tasks=3, batch_size=3, seed=7)
+    p = make_prior("ftpfn", max_hps=sur.config.max_hps)
+    probe = p.sample(3, generator=torch.Generator().manual_seed(7))
+    batch = p.sample(3, generator=torch.Generator().manual_seed(7),
+                     n_context=round(0.5 * probe.n_tokens))  # fmt: skip
+    inp, target = CurveSetInput.from_batch(batch)
+    per_task = []
+    for i in range(3):
+        configs = inp.configs[i][inp.curve_mask[i]][:, inp.hp_mask[i]]
+        fc = sur.forecast(
+            configs.numpy(),
+            ctx_curve=inp.ctx_curve[i],
+            ctx_t=inp.ctx_t[i],
+            ctx_y=inp.ctx_y[i],
+            qry_curve=inp.qry_curve[i],
+            qry_t=inp.qry_t[i],
+        )
+        per_task.append(fc.log_prob(target[i].numpy()).mean())
+    assert r.single_weight == 0.3
+    assert r.ll[0.5] == pytest.approx(np.mean(per_task), abs=1e-4)
 
 
 def test_cli_evaluate_surrogate(tiny_checkpoint_path, curve_file, tmp_path, capsys):
@@ -195,7 +219,9 @@ def test_cli_evaluate_surrogate(tiny_checkpoint_path, curve_file, tmp_path, caps
         str(tiny_checkpoint_path), "--out", str(out),
     ])  # fmt: skip
     assert code == 0 and (out / "results.md").is_file()
-    assert "| 30 | pfn |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| 30 | pfn |" in printed and "(single_weight 0.1)" in printed
+    assert json.loads((out / "results.json").read_text())["single_weight"] == 0.1
     code = main(["evaluate", "surrogate", "--data", str(curve_file), "--methods", "magic"])
     assert code == 2 and "unknown methods" in capsys.readouterr().err
 
@@ -217,5 +243,8 @@ def test_cli_evaluate_prior(tiny_checkpoint_path, capsys):
     code = main(["evaluate", "prior", "--prior", "lcpfn", "--tasks", "4", "--checkpoint",
                  str(tiny_checkpoint_path)])  # fmt: skip
     out = capsys.readouterr().out
-    assert code == 0 and "held-out lcpfn prior, 4 tasks" in out
+    assert code == 0 and "held-out lcpfn prior, 4 tasks, single_weight 0.1:" in out
     assert out.count("%:") == 4  # the four context shares
+    code = main(["evaluate", "prior", "--prior", "ftpfn", "--tasks", "2", "--checkpoint",
+                 str(tiny_checkpoint_path), "--single-weight", "0"])  # fmt: skip
+    assert code == 0 and "single_weight 0:" in capsys.readouterr().out

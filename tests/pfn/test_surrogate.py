@@ -191,9 +191,15 @@ def test_single_curve_view_of_a_shuffled_context_matches_curve_by_curve(sur):
         qry_t=qry_t,
         single_weight=1.0,
     )
-    alone = sur.forecast_single([points[c] for c in qry_curve], qry_t)
-    expected = alone.logits.softmax(-1)
-    torch.testing.assert_close(fc.logits.softmax(-1), expected, atol=1e-5, rtol=1e-5)
+    # independently: each query's curve as a task of one curve, read by the context view alone
+    for j, (c, t) in enumerate(zip(qry_curve, qry_t, strict=True)):
+        ts, ys = points[c]
+        alone = sur.forecast(np.zeros((1, 0)), ctx_curve=np.zeros(ts.size), ctx_t=ts, ctx_y=ys,
+                             qry_curve=[0], qry_t=[t], single_weight=0.0)  # fmt: skip
+        expected = alone.logits.softmax(-1)[0]
+        torch.testing.assert_close(fc.logits.softmax(-1)[j], expected, atol=1e-5, rtol=1e-5)
+    batched = sur.forecast_single([points[c] for c in qry_curve], qry_t).logits
+    torch.testing.assert_close(batched.softmax(-1), fc.logits.softmax(-1), atol=1e-5, rtol=1e-5)
 
 
 def test_single_weight_mixes_the_two_views(sur):
@@ -226,10 +232,23 @@ def test_single_weight_mixes_the_two_views(sur):
     default = sur.forecast(cfg, **arrays).logits.softmax(-1)
     w = sur.single_weight
     torch.testing.assert_close(default, (1 - w) * context.exp() + w * single, atol=1e-6, rtol=1e-5)
-    # the context view alone is the network's output (one pass, no mixture)
+    # a surrogate built with weight 0 gives the context view by default (one pass, no mixture)
     plain = Surrogate(sur.model, sur.distribution, single_weight=0.0)
     torch.testing.assert_close(plain.forecast(cfg, **arrays).logits.log_softmax(-1), context)
     assert not torch.allclose(default.log(), context, atol=1e-3)
+    # the weight is validated wherever it is set
+    with pytest.raises(ValueError, match="single_weight must lie in"):
+        plain.single_weight = float("nan")
+    with pytest.raises(ValueError, match="single_weight must lie in"):
+        sur.mix_single_view(
+            torch.zeros(1, K),
+            1.5,
+            ctx_curve=np.zeros(1),
+            ctx_t=np.ones(1),
+            ctx_y=np.ones(1),
+            qry_curve=np.zeros(1),
+            qry_t=np.ones(1),
+        )
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="single_weight must lie in"):
             sur.forecast(cfg, **arrays, single_weight=bad)
