@@ -11,9 +11,9 @@ same number of steps, so every network sees the same tasks. Then each is measure
 * the median forward time of the surrogate's predictive on one task of 1000 context points (50
   curves x 20 points, 10 hyperparameters) and 2000 queries, one thread.
 
-Trainings are resumable (``--out`` keeps them): a second call with the same arguments only
-measures. Equal steps is equal data, not equal compute: a smaller network also trains faster, and
-the table prints the training time of each.
+Trainings are resumable (``--out`` keeps them): a second call with the same arguments only measures
+(its "train s" is then the resume's, not the training's). Equal steps is equal data, not equal
+compute: a smaller network also trains faster, and the table prints the training time of each.
 
     python benchmarks/model_size.py --sizes 64x2,128x4 --steps 600 \
         --data ../shared/data/taskset_dev.h5 --reference checkpoints/default
@@ -107,7 +107,7 @@ def main() -> None:
                 row += [f"{s.ll:.3f} / {s.mse:.5f} / {s.coverage:.3f}"]
         row.append(f"{forward_ms(sur):.0f}")
         rows.append(row)
-    head = ["model", "parameters", "train s", "prior 10%", "20%", "40%", "80%"]
+    head = ["model", "parameters", "train s (this call)", "prior 10%", "20%", "40%", "80%"]
     if args.data:
         head += [f"{Path(args.data).name} N={n} (ll / mse / cover)" for n in (400, 1000)]
     head.append("forward ms")
