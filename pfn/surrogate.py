@@ -648,13 +648,10 @@ class Surrogate:
     ) -> list[Prediction]:
         """The predictive of ``curves`` (context points from their y) at targets, each a curve
         index and its (L,) query times. Returns one Prediction per target."""
-        inp = self._input(curves, targets)
+        configs, arrays = self._task_arrays(curves, targets)
+        inp = self._arrays_input(configs[None], **{k: v[None] for k, v in arrays.items()})
         with torch.no_grad():  # not inference_mode: the logits stay usable without a copy
             logits = self.model(inp)[0].float().cpu()  # (M, K)
-        arrays = {
-            name: getattr(inp, name)[0].cpu().numpy().astype(np.float64)
-            for name in ("ctx_curve", "ctx_t", "ctx_y", "qry_curve", "qry_t")
-        }
         logits = self.mix_single_view(logits, self.single_weight, **arrays)
         out, start = [], 0
         for curve, t in targets:
@@ -670,40 +667,23 @@ class Surrogate:
             start = stop
         return out
 
-    def _input(
-        self, curves: Sequence[Curve], targets: Sequence[tuple[int, np.ndarray]]
-    ) -> CurveSetInput:
-        """The task as a CurveSetInput with B = 1."""
-        d_max, c = self.config.max_hps, len(curves)
+    @staticmethod
+    def _task_arrays(
+        curves: Sequence[Curve], targets: Sequence[tuple[int, np.ndarray]]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The task as arrays: configs (C, D), and ctx_curve, ctx_t, ctx_y (N,) and qry_curve,
+        qry_t (M,), the keyword arguments of ``_arrays_input`` and ``mix_single_view``."""
         d = curves[0].config.size if curves else 0
-        configs = np.zeros((1, c, d_max), dtype=np.float32)  # (B, C, D)
-        for i, curve in enumerate(curves):
-            configs[0, i, :d] = curve.config
-        hp_mask = np.zeros((1, d_max), dtype=bool)  # (B, D)
-        hp_mask[0, :d] = True
+        configs = np.stack([cv.config for cv in curves]) if curves else np.zeros((0, d))
         observed = [(i, cv) for i, cv in enumerate(curves) if cv.y is not None and cv.t.size]
-        ctx_curve = np.concatenate([np.full(cv.t.size, i) for i, cv in observed] or [[]])
-        ctx_t = np.concatenate([cv.t for _, cv in observed] or [[]])
-        ctx_y = np.concatenate([cv.y for _, cv in observed] or [[]])
-        qry_curve = np.concatenate([np.full(t.size, i) for i, t in targets])
-        qry_t = np.concatenate([t for _, t in targets])
-
-        def tensor(x: np.ndarray, dtype: torch.dtype) -> Tensor:
-            return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
-
-        n, m = ctx_t.size, qry_t.size
-        return CurveSetInput(
-            configs=tensor(configs, torch.float32),
-            hp_mask=tensor(hp_mask, torch.bool),
-            curve_mask=torch.ones(1, c, dtype=torch.bool, device=self.device),
-            ctx_curve=tensor(ctx_curve, torch.long).reshape(1, n),
-            ctx_t=tensor(ctx_t, torch.float32).reshape(1, n),
-            ctx_y=tensor(ctx_y, torch.float32).reshape(1, n),
-            ctx_mask=torch.ones(1, n, dtype=torch.bool, device=self.device),
-            qry_curve=tensor(qry_curve, torch.long).reshape(1, m),
-            qry_t=tensor(qry_t, torch.float32).reshape(1, m),
-            qry_mask=torch.ones(1, m, dtype=torch.bool, device=self.device),
-        )
+        arrays = {
+            "ctx_curve": np.concatenate([np.full(cv.t.size, i) for i, cv in observed] or [[]]),
+            "ctx_t": np.concatenate([cv.t for _, cv in observed] or [[]]),
+            "ctx_y": np.concatenate([cv.y for _, cv in observed] or [[]]),
+            "qry_curve": np.concatenate([np.full(t.size, i) for i, t in targets]),
+            "qry_t": np.concatenate([t for _, t in targets]),
+        }
+        return configs, {k: v.astype(np.float64) for k, v in arrays.items()}
 
     # ---- prediction in metric units -----------------------------------------------------------
 
