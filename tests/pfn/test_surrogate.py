@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.checkpoint import Checkpoint, save_checkpoint
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from pfn.scaling import MetricScaler
-from pfn.surrogate import Curve, RawRun, Surrogate
+from pfn.surrogate import Curve, RawRun, Surrogate, _length_passes
 
 K = 50
 
@@ -400,3 +402,50 @@ def test_package_exports_the_inference_api():
     import pfn
 
     assert pfn.Curve is Curve and pfn.Surrogate is Surrogate and pfn.RawRun is RawRun
+
+
+def _passes_cost(n_points: np.ndarray, passes: np.ndarray, pass_cost: float) -> float:
+    n = np.maximum(n_points, 1)
+    return sum(pass_cost + (passes == p).sum() * n[passes == p].max() for p in np.unique(passes))
+
+
+def test_length_passes_is_the_cheapest_split_by_length():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n_points = rng.integers(0, 12, size=rng.integers(1, 30))  # <= 11 distinct lengths
+        pass_cost = float(rng.choice([0.0, 5.0, 50.0, 512.0]))
+        passes = _length_passes(n_points, pass_cost)
+        # rows of equal length share a pass, and passes are contiguous in length
+        order = np.argsort(np.maximum(n_points, 1), kind="stable")
+        assert (np.diff(passes[order]) <= 0).all() or (np.diff(passes[order]) >= 0).all()
+        # brute force: every split of the sorted distinct lengths into contiguous groups
+        lengths = np.unique(np.maximum(n_points, 1))
+        best = np.inf
+        for cuts in itertools.product([False, True], repeat=lengths.size - 1):
+            group = np.concatenate([[0], np.cumsum(cuts)])
+            split = group[np.searchsorted(lengths, np.maximum(n_points, 1))]
+            best = min(best, _passes_cost(n_points, split, pass_cost))
+        assert _passes_cost(n_points, passes, pass_cost) == pytest.approx(best)
+    # an optimiser's state: many one-point curves and a few long ones go in two passes
+    passes = _length_passes(np.array([1] * 280 + [0] + [50] * 20))
+    assert len(set(passes[:281])) == 1 and len(set(passes[281:])) == 1 and passes[0] != passes[-1]
+    assert (_length_passes(np.array([3, 1, 2]), pass_cost=1e9) == 0).all()  # one pass
+
+
+def test_single_curve_view_batches_rows_by_length(sur, monkeypatch):
+    seen = []
+    forward = sur.model.forward
+
+    def spy(inp):
+        seen.append(tuple(inp.ctx_t.shape))
+        return forward(inp)
+
+    monkeypatch.setattr(sur.model, "forward", spy)
+    rng = np.random.default_rng(1)
+    lengths = [1] * 60 + [0] * 3 + [40] * 4
+    curves = [(np.sort(rng.random(k)) * 0.9 + 0.05, rng.random(k)) for k in lengths]
+    batched = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
+    assert sorted(seen) == [(4, 40), (61, 1)]  # the three empty curves share one row
+    for i in (0, 60, 63, 66):  # the same as each curve alone
+        alone = sur.forecast_single([curves[i]], [1.0]).logits.softmax(-1)[0]
+        torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-5)
