@@ -2,8 +2,10 @@
 
 The optimiser's state is built by writing a journal directly (``--runs`` runs with
 ``--observations`` told steps in all, spread unevenly over the runs like a freeze-thaw history) and
-replaying it, so no time is spent filling it. Then ``ask`` is timed ``--repeats`` times (each ask is
-released again, so every timed ask sees the same state); the median is printed, per thread count.
+replaying it, so no time is spent filling it. Then ``ask`` is timed ``--repeats`` times, each followed
+by a ``tell`` as in a live loop (so the state grows by one observation per ask, and with
+``--single-weight`` above 0 each ask re-encodes the one run told since the last); the median is
+printed, per thread count.
 
     python benchmarks/ask_latency.py                    # 1000 observations, 2000 candidates
     python benchmarks/ask_latency.py --observations 4000 --candidates 4000
@@ -90,13 +92,14 @@ def main() -> None:
         )
         for threads in (int(x) for x in args.threads.split(",")):
             torch.set_num_threads(threads)
-            ft.release(ft.ask())  # warm-up
+            rng = np.random.default_rng(threads)
+            ft.tell(ft.ask(), float(rng.uniform(0.2, 0.9)))  # warm-up
             times = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 trial = ft.ask()
                 times.append(time.perf_counter() - start)
-                ft.release(trial)
+                ft.tell(trial, float(rng.uniform(0.2, 0.9)))
             print(
                 f"  {threads} thread(s): median {statistics.median(times):.3f} s, "
                 f"min {min(times):.3f} s over {args.repeats} asks"

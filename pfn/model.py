@@ -473,7 +473,11 @@ class CurveSetTransformer(nn.Module):
         self.bumps = _LastValueBumps(d, config.n_buckets) if config.last_value_head else None
 
     def forward(self, inp: CurveSetInput) -> Tensor:
-        """Logits (B, M, K) of every query's value."""
+        """Logits (B, M, K) of every query's value: ``decode(inp, encode(inp))``."""
+        return self.decode(inp, self.encode(inp))
+
+    def encode(self, inp: CurveSetInput) -> CurveEncoding:
+        """The context layers: every curve's latent and statistics. Reads no query field."""
         b, c, d_hp = inp.configs.shape
         if d_hp != self.config.max_hps:
             raise ValueError(
@@ -498,7 +502,20 @@ class CurveSetTransformer(nn.Module):
         observed = inp.curve_mask & (stats[..., 0] > 0)  # (B, C)
         for layer in self.layers:
             z, x = layer(z, x, seg, n_seg, observed)
+        return CurveEncoding(z=z, stats=stats, observed=observed)
 
+    def decode(self, inp: CurveSetInput, enc: CurveEncoding) -> Tensor:
+        """The query layers: logits (B, M, K) of the queries of ``inp`` given the tasks' curves
+        ``enc`` (from :meth:`encode`). Reads only the configurations, ``hp_mask`` and the query
+        fields of ``inp``, so ``enc`` may be assembled from encodings of other inputs with the
+        same curves."""
+        z, stats, observed = enc.z, enc.stats, enc.observed
+        c = z.shape[1]
+        if inp.configs.shape[:2] != z.shape[:2]:
+            raise ValueError(
+                f"configs {tuple(inp.configs.shape[:2])} and encoding {tuple(z.shape[:2])} "
+                "differ in tasks or curves"
+            )
         # Queries: own curve's latent and statistics, plus where t_q lies relative to its context.
         q_idx = inp.qry_curve.clamp(0, c - 1)
         own = torch.gather(z, 1, q_idx[..., None].expand(-1, -1, z.shape[-1]))  # (B, M, d)
@@ -513,6 +530,7 @@ class CurveSetTransformer(nn.Module):
         memory, key_mask, kept = _observed_memory(z, observed)
         dist_cols = None  # the distance bias's columns, shared by every query block
         if self.config.hp_bias:
+            hp = inp.hp_mask.to(inp.configs.dtype)[:, None, :]  # (B, 1, D)
             cfg_m = inp.configs * hp  # (B, C, D) masked configurations
             q_cfg = torch.gather(cfg_m, 1, q_idx[..., None].expand(-1, -1, cfg_m.shape[-1]))
             k_cfg = cfg_m if kept is None else cfg_m.index_select(1, kept)  # the kept keys'
@@ -523,6 +541,15 @@ class CurveSetTransformer(nn.Module):
         if self.bumps is not None:
             logits = self.bumps(logits, q, y_last, own_stats[..., 0] > 0)
         return logits
+
+
+@dataclass(frozen=True)
+class CurveEncoding:
+    """The curves of B tasks after the context layers (:meth:`CurveSetTransformer.encode`)."""
+
+    z: Tensor  # (B, C, d) curve latents
+    stats: Tensor  # (B, C, S) curve statistics (see _curve_stats)
+    observed: Tensor  # (B, C) bool: curves with context points (the keys of the queries)
 
 
 def upgrade_state_dict(

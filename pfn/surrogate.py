@@ -27,6 +27,8 @@ Example::
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -40,7 +42,7 @@ from torch import Tensor
 from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.checkpoint import Checkpoint, load_checkpoint
 from pfn.forecast import BarForecast
-from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from pfn.model import CurveEncoding, CurveSetInput, CurveSetTransformer, ModelConfig
 from pfn.scaling import MetricScaler
 
 __all__ = ["Curve", "FinalPrediction", "Prediction", "RawRun", "Surrogate"]
@@ -49,6 +51,9 @@ DEFAULT_CHECKPOINT = "default"  # checkpoints/default.pt + checkpoints/default.j
 # Weight of the single-curve view in the predictive (see `Surrogate`), chosen on the development
 # curves (checkpoints/README.md, "The predictive: two views").
 DEFAULT_SINGLE_WEIGHT = 0.1
+# Curves whose single-curve encoding a Surrogate keeps (least recently used dropped first; ~1 kB
+# each). An optimiser asks about the same paused runs again and again, one of them changed.
+SINGLE_VIEW_CACHE_SIZE = 16384
 
 
 def _as_array(value: ArrayLike, name: str) -> np.ndarray:
@@ -258,6 +263,15 @@ class Surrogate:
         self._cpu_distribution = BarDistribution(
             distribution.borders.detach().cpu(), edge_atoms=distribution.edge_atoms
         )
+        # The single-curve view's encodings by curve (its points' bytes), valid for the weights
+        # they were computed with (see _weights_key); a lock, since callers may share a Surrogate.
+        self._single_cache: OrderedDict[tuple[bytes, bytes], tuple[Tensor, Tensor, Tensor]] = (
+            OrderedDict()
+        )
+        self._single_cache_key: tuple = ()
+        self._single_cache_lock = threading.Lock()
+        self._params_of: CurveSetTransformer | None = None  # whose parameters _params lists
+        self._params: tuple[Tensor, ...] = ()
 
     @property
     def single_weight(self) -> float:
@@ -537,12 +551,10 @@ class Surrogate:
         w = _check_weight(w)
         if w == 0.0:
             return logits
-        single = self._single_view_logits(ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)
+        single = self._single_view_logits(ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)  # log-probs
         if w == 1.0:
-            return single.log_softmax(-1)
-        return torch.logaddexp(
-            logits.log_softmax(-1) + math.log1p(-w), single.log_softmax(-1) + math.log(w)
-        )
+            return single
+        return torch.logaddexp(logits.log_softmax(-1) + math.log1p(-w), single + math.log(w))
 
     def _single_view_logits(
         self,
@@ -552,13 +564,12 @@ class Surrogate:
         qry_curve: np.ndarray,
         qry_t: np.ndarray,
     ) -> Tensor:
-        """(M, K) logits of each query read from its own curve's points alone, on the CPU.
+        """(M, K) log-probabilities of each query read from its own curve's points alone (CPU).
 
         One row per queried curve that has points, plus one row shared by the queried curves
         without points (they all read nothing), each distinct query time asked once per row.
-        Rows are batched by length (``_length_passes``), so a few long curves do not pad every
-        short one: in an optimiser's state most curves have a point or two. Inputs: (N,) context
-        and (M,) query arrays.
+        The rows' curves are encoded alone (``_encode_single``: cached, batched by length), and
+        their queries decoded in one pass. Inputs: (N,) context and (M,) query arrays.
         """
         key = np.where(np.isin(qry_curve, ctx_curve), qry_curve, -1.0)  # -1: no points
         pairs, pair_of = np.unique(np.stack([key, qry_t]), axis=1, return_inverse=True)
@@ -566,41 +577,86 @@ class Surrogate:
         slot = np.arange(pairs.shape[1]) - np.searchsorted(row_of_pair, row_of_pair)
         sel = np.isin(ctx_curve, rows)
         order = np.lexsort((ctx_t[sel], ctx_curve[sel]))  # by curve, then time
-        cc, ct, cy = ctx_curve[sel][order], ctx_t[sel][order], ctx_y[sel][order]
-        row_of_pt = np.searchsorted(rows, cc)
-        slot_pt = np.arange(cc.size) - np.searchsorted(row_of_pt, row_of_pt)
-        pass_of_row = _length_passes(np.bincount(row_of_pt, minlength=rows.size))
-        out: Tensor | None = None
-        for p in np.unique(pass_of_row):
-            in_pass = pass_of_row == p
-            local = np.cumsum(in_pass) - 1  # row -> its index in this pass
-            pt, pr = in_pass[row_of_pt], in_pass[row_of_pair]
-            b = int(in_pass.sum())
-            n = int(slot_pt[pt].max()) + 1 if pt.any() else 1
-            m = int(slot[pr].max()) + 1
-            r_pt, r_pr = local[row_of_pt[pt]], local[row_of_pair[pr]]
+        ct, cy = ctx_t[sel][order], ctx_y[sel][order]
+        row_of_pt = np.searchsorted(rows, ctx_curve[sel][order])  # non-decreasing
+        ends = np.searchsorted(row_of_pt, np.arange(rows.size + 1))  # row r: ends[r]:ends[r+1]
+        enc = self._encode_single(
+            [(ct[a:b], cy[a:b]) for a, b in zip(ends[:-1], ends[1:], strict=True)]
+        )
+        r, m = rows.size, int(slot.max()) + 1
+        q_t, q_mask = np.ones((r, m)), np.zeros((r, m), dtype=bool)
+        q_t[row_of_pair, slot], q_mask[row_of_pair, slot] = pairs[1], True
+        inp = self._arrays_input(  # decode reads the configurations and the queries only
+            np.zeros((r, 1, 0)),
+            ctx_curve=np.zeros((r, 1)),
+            ctx_t=np.ones((r, 1)),
+            ctx_y=np.zeros((r, 1)),
+            qry_curve=np.zeros((r, m)),
+            qry_t=q_t,
+            qry_mask=q_mask,
+        )
+        with torch.no_grad():
+            out = self.model.decode(inp, enc).float().cpu().log_softmax(-1)  # (R, m, K)
+        return out[row_of_pair, slot][pair_of.reshape(-1)]  # normalised before the expansion
+
+    def _encode_single(self, curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> CurveEncoding:
+        """Each curve's (t, y) points, time-ordered, encoded as a task of its own without
+        hyperparameters: a (R, 1, ·) encoding for R curves.
+
+        Encodings are cached by the points' bytes for the current weights, so an optimiser's
+        decisions re-encode only the runs told since the last one. Rows to encode are batched by
+        length (``_length_passes``), so a few long curves do not pad many short ones.
+        """
+        keys = [(t.tobytes(), y.tobytes()) for t, y in curves]
+        weights = self._weights_key()
+        with self._single_cache_lock:
+            if weights != self._single_cache_key:
+                self._single_cache.clear()
+                self._single_cache_key = weights
+            parts = [self._single_cache.get(k) for k in keys]
+            for k, part in zip(keys, parts, strict=True):
+                if part is not None:
+                    self._single_cache.move_to_end(k)
+        todo = np.array([i for i, part in enumerate(parts) if part is None], dtype=np.int64)
+        sizes = np.array([curves[i][0].size for i in todo], dtype=np.int64)
+        pass_of = _length_passes(sizes)
+        for p in np.unique(pass_of):
+            idx = todo[pass_of == p]
+            b, n = idx.size, max(int(sizes[pass_of == p].max()), 1)
             c_t, c_y, c_mask = np.full((b, n), 0.5), np.zeros((b, n)), np.zeros((b, n), bool)
-            at = (r_pt, slot_pt[pt])
-            c_t[at], c_y[at], c_mask[at] = ct[pt], cy[pt], True
-            q_t, q_mask = np.ones((b, m)), np.zeros((b, m), dtype=bool)
-            q_t[r_pr, slot[pr]], q_mask[r_pr, slot[pr]] = pairs[1][pr], True
+            for j, i in enumerate(idx):
+                t, y = curves[i]
+                c_t[j, : t.size], c_y[j, : t.size], c_mask[j, : t.size] = t, y, True
             inp = self._arrays_input(
                 np.zeros((b, 1, 0)),
                 ctx_curve=np.zeros((b, n)),
                 ctx_t=c_t,
                 ctx_y=c_y,
-                qry_curve=np.zeros((b, m)),
-                qry_t=q_t,
+                qry_curve=np.zeros((b, 1)),
+                qry_t=np.ones((b, 1)),
                 ctx_mask=c_mask,
-                qry_mask=q_mask,
             )
             with torch.no_grad():
-                res = self.model(inp).float().cpu()  # (b, m, K)
-            if out is None:
-                out = res.new_empty(pairs.shape[1], res.shape[-1])
-            out[torch.from_numpy(np.flatnonzero(pr))] = res[r_pr, slot[pr]]
-        assert out is not None  # at least one query, hence one pass
-        return out[pair_of.reshape(-1)]
+                enc = self.model.encode(inp)
+            for j, i in enumerate(idx):  # copies, so a cached row does not keep its batch alive
+                parts[i] = (enc.z[j].clone(), enc.stats[j].clone(), enc.observed[j].clone())
+        if todo.size and not self.model.training and weights == self._weights_key():
+            with self._single_cache_lock:
+                if weights == self._single_cache_key:
+                    for i in todo:
+                        self._single_cache[keys[i]] = parts[i]
+                    while len(self._single_cache) > SINGLE_VIEW_CACHE_SIZE:
+                        self._single_cache.popitem(last=False)
+        z, stats, observed = (torch.stack(x) for x in zip(*parts, strict=True))
+        return CurveEncoding(z=z, stats=stats, observed=observed)  # (R, 1, d), (R, 1, S), (R, 1)
+
+    def _weights_key(self) -> tuple:
+        """Changes whenever the network's weights may have: another module, tensors moved or
+        replaced (storage), or changed in place (torch's version counter, bumped by every
+        in-place write such as an optimiser step or ``load_state_dict``)."""
+        if self._params_of is not self.model:  # listing the parameters takes ~1 ms
+            self._params_of, self._params = self.model, tuple(self.model.parameters())
+        return (id(self.model), *((q.data_ptr(), q._version) for q in self._params))
 
     def _arrays_input(
         self,

@@ -432,20 +432,52 @@ def test_length_passes_is_the_cheapest_split_by_length():
     assert (_length_passes(np.array([3, 1, 2]), pass_cost=1e9) == 0).all()  # one pass
 
 
-def test_single_curve_view_batches_rows_by_length(sur, monkeypatch):
+def _context_view_alone(sur: Surrogate, t: np.ndarray, y: np.ndarray) -> torch.Tensor:
+    """(K,) probabilities of one curve at t = 1 read by the context view as a task of its own."""
+    fc = sur.forecast(np.zeros((1, 0)), ctx_curve=np.zeros(t.size), ctx_t=t, ctx_y=y,
+                      qry_curve=[0], qry_t=[1.0], single_weight=0.0)  # fmt: skip
+    return fc.logits.softmax(-1)[0]
+
+
+def test_single_curve_view_encodes_by_length_and_caches(monkeypatch):
+    sur = Surrogate(tiny_model(1), BarDistribution(uniform_borders(K)))
     seen = []
-    forward = sur.model.forward
+    encode = sur.model.encode
 
     def spy(inp):
         seen.append(tuple(inp.ctx_t.shape))
-        return forward(inp)
+        return encode(inp)
 
-    monkeypatch.setattr(sur.model, "forward", spy)
+    monkeypatch.setattr(sur.model, "encode", spy)
     rng = np.random.default_rng(1)
     lengths = [1] * 60 + [0] * 3 + [40] * 4
     curves = [(np.sort(rng.random(k)) * 0.9 + 0.05, rng.random(k)) for k in lengths]
-    batched = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
-    assert sorted(seen) == [(4, 40), (61, 1)]  # the three empty curves share one row
-    for i in (0, 60, 63, 66):  # the same as each curve alone
-        alone = sur.forecast_single([curves[i]], [1.0]).logits.softmax(-1)[0]
-        torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-5)
+
+    def check(batched: torch.Tensor, rows=(0, 1, 60, 63, 66)) -> None:
+        for i in rows:  # against the context view of each curve alone (no cache, no batching)
+            expected = _context_view_alone(sur, *curves[i])
+            torch.testing.assert_close(batched[i], expected, atol=1e-5, rtol=1e-5)
+
+    first = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
+    assert sorted(seen) == [(4, 40), (61, 1)]  # by length; the three empty curves share a row
+    check(first)
+    seen.clear()  # asked again: every encoding comes from the cache
+    again = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
+    assert seen == []
+    torch.testing.assert_close(again, first)
+    curves[1] = (curves[1][0], curves[1][1] * 0.5)  # one curve told a new value
+    changed = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
+    assert seen == [(1, 1)]
+    assert not torch.allclose(changed[1], first[1])
+    check(changed)
+    seen.clear()  # weights changed in place (a training step): nothing stale is reused
+    with torch.no_grad():
+        next(sur.model.layers.parameters()).add_(0.5)
+    trained = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
+    assert sorted(seen) == [(4, 40), (61, 1)]
+    assert not torch.allclose(trained[63], changed[63])
+    check(trained)
+    monkeypatch.setattr("pfn.surrogate.SINGLE_VIEW_CACHE_SIZE", 10)  # the cache stays bounded
+    curves[0] = (curves[0][0], curves[0][1] * 0.5)
+    check(sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1))
+    assert len(sur._single_cache) == 10
