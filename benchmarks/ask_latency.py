@@ -2,8 +2,8 @@
 
 The optimiser's state is built by writing a journal directly (``--runs`` runs with
 ``--observations`` told steps in all, spread unevenly over the runs like a freeze-thaw history) and
-replaying it, so no time is spent filling it. Then ``ask`` is timed ``--repeats`` times, each followed
-by a ``tell`` as in a live loop (so the state grows by one observation per ask, and with
+replaying it, so no time is spent filling it. Then ``ask`` is timed ``--repeats`` times, each
+followed by a ``tell`` as in a live loop (so the state grows by one observation per ask, and with
 ``--single-weight`` above 0 each ask re-encodes the one run told since the last); the median is
 printed, per thread count.
 
@@ -40,7 +40,7 @@ MAX_STEPS = 50
 
 
 def build(
-    state_dir: str, n_obs: int, n_runs: int, n_candidates: int, single_weight: float = 0.0
+    state_dir: str, n_obs: int, n_runs: int, n_candidates: int, single_weight: float
 ) -> FreezeThaw:
     """A FreezeThaw whose journal holds ``n_obs`` told steps over ``n_runs`` runs."""
     rng = np.random.default_rng(0)
@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument(
         "--single-weight",
         type=float,
-        default=0.0,
-        help="FreezeThawConfig.single_weight (default 0: the context view alone)",
+        default=FreezeThawConfig().single_weight,
+        help="FreezeThawConfig.single_weight (default: %(default)s; 0: the context view alone)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

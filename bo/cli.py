@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from bo.acquisition import ACQUISITIONS, DEFAULT_ACQUISITION
-from bo.freeze_thaw import SCORE_RANGES
+from bo.freeze_thaw import SCORE_RANGES, FreezeThawConfig
 from pfn import cli as pfn_cli
 from priors import cli as priors_cli
 
@@ -80,15 +80,15 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo.add_argument(
         "--single-weight",
         type=float,
-        default=0.0,
-        help="weight of the surrogate's single-curve view in freeze-thaw's predictive (default 0)",
+        default=FreezeThawConfig().single_weight,
+        help="weight of the surrogate's single-curve view in freeze-thaw's predictive "
+        "(default: %(default)s; 0: the context view alone)",
     )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
 
 def _evaluate_hpo(args: argparse.Namespace) -> int:
-    from bo.freeze_thaw import FreezeThawConfig
     from bo.hpo_benchmark import (
         FreezeThawOptimizer,
         evaluate_hpo,

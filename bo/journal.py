@@ -81,8 +81,7 @@ class Journal:
                     f"reads format {JOURNAL_FORMAT_VERSION}"
                 )
             elif stored["settings"] != wanted:
-                old, new = json.loads(stored["settings"]), settings
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                diff = _differing(json.loads(stored["settings"]), json.loads(wanted))
                 raise ValueError(
                     f"{self.path} belongs to an optimiser with other settings (differing: "
                     f"{', '.join(diff)}); use another state_dir or the same settings"
@@ -147,3 +146,15 @@ class Journal:
     def close(self) -> None:
         """Close the connection (the journal stays on disk)."""
         self._conn.close()
+
+
+def _differing(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Sorted names of the settings that differ, nested ones as ``outer.inner``."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differing(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(prefix + k)
+    return out

@@ -462,7 +462,6 @@ class FreezeThawScheduler(TrialScheduler):
             ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,  # (N,)
             qry_curve=[index[r.trial_id] for r in cands],  # (M,)
             qry_t=[min(r.step + look.horizon, self.max_steps) / self.max_steps for r in cands],
-            single_weight=0.0,  # the context view, as FreezeThaw's decisions by default
         )  # fmt: skip
         values = acquisition_values(self.acquisition, fc, look.threshold)  # (M,)
         pick = pick_argmax(values, rng)

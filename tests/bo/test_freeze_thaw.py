@@ -16,7 +16,7 @@ import pytest
 
 from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Trial
 from bo.space import CandidateTable, Categorical, Float, Int, Space
-from pfn.surrogate import Surrogate
+from pfn.surrogate import DEFAULT_SINGLE_WEIGHT, Surrogate
 
 SPACE = Space(
     {"lr": Float(1e-4, 1e-1, log=True), "depth": Int(1, 4), "act": Categorical(["a", "b"])}
@@ -180,7 +180,7 @@ def test_single_weight_reaches_the_surrogate_and_the_journal(tiny, tmp_path, mon
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="single_weight"):
             FreezeThawConfig(single_weight=bad)
-    assert FreezeThawConfig().single_weight == 0.0  # the default: the context view alone
+    assert FreezeThawConfig().single_weight == DEFAULT_SINGLE_WEIGHT  # the surrogate's default
     assert type(FreezeThawConfig(single_weight=np.float32(0.25)).single_weight) is float
     weights = []
     forecast = tiny.forecast
@@ -200,16 +200,21 @@ def test_single_weight_reaches_the_surrogate_and_the_journal(tiny, tmp_path, mon
         ft.ask()
         ft.ask()  # decided with the first one pending: a fantasy, then the scores
         assert calls >= 2 and len(weights) >= calls + 3 and set(weights) == {w}
-    # a journal written without the setting (0) resumes; another weight is other settings
+    # weight 0 is journalled without the setting, as journals before it existed (all with the
+    # context view alone): they resume with weight 0; another weight is other settings
     old = FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
-                     config=FreezeThawConfig(n_candidates=4))  # fmt: skip
-    assert "single_weight" not in old._settings()["config"]  # as journals before the setting
+                     config=FreezeThawConfig(n_candidates=4, single_weight=0.0))  # fmt: skip
+    assert "single_weight" not in old._settings()["config"]
     old.close()
     FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
                config=FreezeThawConfig(n_candidates=4, single_weight=0.0)).close()  # fmt: skip
-    with pytest.raises(ValueError, match="other settings"):
-        FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
-                   config=FreezeThawConfig(n_candidates=4, single_weight=0.2))  # fmt: skip
+    for other in (
+        FreezeThawConfig(n_candidates=4),
+        FreezeThawConfig(n_candidates=4, single_weight=0.2),
+    ):
+        with pytest.raises(ValueError, match=r"other settings \(differing: config.single_weight\)"):
+            FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, state_dir=tmp_path,
+                       config=other)  # fmt: skip
 
 
 def test_state_dir_resumes_exactly(tiny, tmp_path):
