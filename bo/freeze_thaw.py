@@ -11,9 +11,10 @@ How a trial is chosen (ifBO's loop, ``../shared/design/reference.md`` §4): the 
 a random configuration; after that, every paused run and a pool of new candidate configurations
 (by default one random configuration, see :class:`FreezeThawConfig`; a larger pool mixes Sobol
 points, uniform random points and perturbations of the incumbent; with a fixed candidate table,
-its unstarted rows) are scored in **one forward pass** of the PFN surrogate by an acquisition of
-:mod:`bo.acquisition` (MFEI-random by default; the reference's MFPI-random on request), and the
-best is advanced by one step.
+its unstarted rows) are scored in **one prediction** of the PFN surrogate (no fitting: the
+task's forward pass, mixed with the single-curve view of the runs, see
+``FreezeThawConfig.single_weight``) by an acquisition of :mod:`bo.acquisition` (MFEI-random by
+default; the reference's MFPI-random on request), and the best is advanced by one step.
 
 Units: values are told in the metric's own units (``minimize=True`` for losses). Before each
 decision all values are mapped to scores in [0, 1] by a :class:`~pfn.scaling.MetricScaler` fitted

@@ -876,7 +876,7 @@ class Surrogate:
 
 
 #: What one forward pass costs beyond its tokens, in tokens (padded context points). On a CPU a
-#: pass of the shipped network takes ~7 ms before any work and ~0.012 ms per token.
+#: pass of the shipped network takes ~7 ms before any work and 0.012-0.02 ms per token.
 PASS_COST_TOKENS = 512
 
 

@@ -8,10 +8,11 @@ the scheduler decides which trial trains next, one step (one ``tune.report``) at
 * after each reported step a trial is paused (``on_trial_result`` returns ``PAUSE``), or stopped
   when it reached ``max_steps``, reported NaN, or the ``budget`` (steps over all trials) is spent;
 * whenever a slot is free, :meth:`~FreezeThawScheduler.choose_trial_to_run` scores every waiting
-  trial (a paused one at its step ``b``, a new one at ``b = 0``) in **one forward pass** of the PFN
-  surrogate with an acquisition of :mod:`bo.acquisition` (MFEI-random by default; ``h``, ``τ`` and
-  ``T`` drawn once per decision, ``../shared/design/reference.md`` §4), and resumes or starts the
-  argmax. The first trial, before anything is observed, is the first in Tune's order.
+  trial (a paused one at its step ``b``, a new one at ``b = 0``) in **one prediction** of the PFN
+  surrogate (its predictive, with the surrogate's ``single_weight``) with an acquisition of
+  :mod:`bo.acquisition` (MFEI-random by default; ``h``, ``τ`` and ``T`` drawn once per decision,
+  ``../shared/design/reference.md`` §4), and resumes or starts the argmax. The first trial,
+  before anything is observed, is the first in Tune's order.
 
 A resumed trial restarts from **its own latest checkpoint**: the trainable must report one with
 every result (``tune.report(metrics, checkpoint=...)``) and load it from ``tune.get_checkpoint()``;
@@ -434,7 +435,7 @@ class FreezeThawScheduler(TrialScheduler):
     # ---- decisions -----------------------------------------------------------------------------
 
     def _decide(self, waiting: Sequence[Trial], *, n_running: int) -> Trial:
-        """Score every waiting trial in one forward pass; the argmax of the acquisition."""
+        """Score every waiting trial in one prediction; the argmax of the acquisition."""
         rng = np.random.default_rng([self.seed, self._n_decisions])
         self._n_decisions += 1
         observed = [r for r in self._runs.values() if r.steps]
