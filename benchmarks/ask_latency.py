@@ -4,8 +4,9 @@ The optimiser's state is built by writing a journal directly (``--runs`` runs wi
 ``--observations`` told steps in all, spread unevenly over the runs like a freeze-thaw history) and
 replaying it, so no time is spent filling it. Then ``ask`` is timed ``--repeats`` times, each
 followed by a ``tell`` as in a live loop (so the state grows by one observation per ask, and with
-``--single-weight`` above 0 each ask re-encodes the one run told since the last); the median is
-printed, per thread count.
+``--single-weight`` above 0 each ask re-encodes the runs whose scores the tell changed: the run
+told, or all of them when the refitted score map moved); the median is printed, per thread
+count. The thread counts run one after the other, on a state grown by the earlier ones' tells.
 
     python benchmarks/ask_latency.py                    # 1000 observations, 2000 candidates
     python benchmarks/ask_latency.py --observations 4000 --candidates 4000

@@ -111,7 +111,8 @@ class FreezeThawConfig:
     # were equal or better (seeds 0-2).
     score_range: str = "data"
     # Weight of the surrogate's single-curve view in the predictive of each decision (see
-    # pfn.surrogate.Surrogate; 0: the context view alone). The default is the surrogate's own,
+    # pfn.surrogate.Surrogate; 0: the context view alone). It is journalled, and used instead of
+    # the surrogate's own `single_weight`. The default is the shipped surrogate's default,
     # chosen by its log-likelihood on real curves, not by optimisation. Measured on
     # taskset_dev.h5 (`curvepfn evaluate hpo --seeds 10`, mean normalised regret at 100/300/1000
     # steps): 0.163/0.076/0.031 with it against 0.174/0.097/0.044 with the context view alone.

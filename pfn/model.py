@@ -374,7 +374,8 @@ def _curve_stats(inp: CurveSetInput, seg: Tensor, n_seg: int, noise: bool) -> Te
 
 def _noise_stats(t: Tensor, y: Tensor, seg: Tensor, n_seg: int, y_last: Tensor) -> list[Tensor]:
     """[previous y, roughness 1, roughness 2], each (n_seg,); see :func:`_curve_stats`."""
-    order = torch.argsort(seg.double() * 2.0 + t.double())  # by curve, then time (t in (0, 1])
+    # by curve, then time (t in (0, 1]); stable, so tied times keep their order in any batch
+    order = torch.argsort(seg.double() * 2.0 + t.double(), stable=True)
     s_seg, s_y = seg[order], y[order]  # (L,)
     same1 = s_seg[1:] == s_seg[:-1]  # (L-1,) consecutive points of one curve
     same2 = same1[1:] & same1[:-1]  # (L-2,) three consecutive points of one curve

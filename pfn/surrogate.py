@@ -51,8 +51,9 @@ DEFAULT_CHECKPOINT = "default"  # checkpoints/default.pt + checkpoints/default.j
 # Weight of the single-curve view in the predictive (see `Surrogate`), chosen on the development
 # curves (checkpoints/README.md, "The predictive: two views").
 DEFAULT_SINGLE_WEIGHT = 0.1
-# Curves whose single-curve encoding a Surrogate keeps (least recently used dropped first; ~1 kB
-# each). An optimiser asks about the same paused runs again and again, one of them changed.
+# Curves whose single-curve encoding a Surrogate keeps (least recently used dropped first; ~0.6 kB
+# plus 16 bytes per point each). An optimiser asks about the same paused runs again and again
+# (as long as its score map, refitted at each decision, leaves their scores unchanged).
 SINGLE_VIEW_CACHE_SIZE = 16384
 
 
@@ -263,15 +264,39 @@ class Surrogate:
         self._cpu_distribution = BarDistribution(
             distribution.borders.detach().cpu(), edge_atoms=distribution.edge_atoms
         )
-        # The single-curve view's encodings by curve (its points' bytes), valid for the weights
-        # they were computed with (see _weights_key); a lock, since callers may share a Surrogate.
+        self._new_cache()
+
+    def _new_cache(self) -> None:
+        """An empty cache of the single-curve view's encodings by curve (its float64 points'
+        bytes), valid for the weights they were computed with (see ``_weights_key``); a lock,
+        since callers may share a Surrogate."""
         self._single_cache: OrderedDict[tuple[bytes, bytes], tuple[Tensor, Tensor, Tensor]] = (
             OrderedDict()
         )
-        self._single_cache_key: tuple = ()
+        self._single_cache_key: tuple | None = None
         self._single_cache_lock = threading.Lock()
-        self._params_of: CurveSetTransformer | None = None  # whose parameters _params lists
-        self._params: tuple[Tensor, ...] = ()
+
+    def __getstate__(self) -> dict:
+        """Pickled without the cache and its lock (e.g. inside a Ray Tune scheduler)."""
+        state = self.__dict__.copy()
+        for name in ("_single_cache", "_single_cache_key", "_single_cache_lock"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._new_cache()
+
+    def clear_cache(self) -> None:
+        """Forget the single-curve view's cached encodings.
+
+        The cache notices every change of the weights made through torch (an optimiser step,
+        ``load_state_dict``, a new parameter or module, a device or dtype move). Call this after
+        writing to a parameter's ``.data`` in place, which torch does not record.
+        """
+        with self._single_cache_lock:
+            self._single_cache.clear()
+            self._single_cache_key = None
 
     @property
     def single_weight(self) -> float:
@@ -494,7 +519,7 @@ class Surrogate:
     def forecast_single(
         self, curves: Sequence[tuple[ArrayLike, ArrayLike]], qry_t: ArrayLike
     ) -> BarForecast:
-        """Each curve alone, without hyperparameters (the LC-PFN use), batched in one pass.
+        """Each curve alone, without hyperparameters (the LC-PFN use), batched.
 
         Args:
             curves: per curve its observed (t, y), each (n_i,), n_i >= 0.
@@ -571,6 +596,9 @@ class Surrogate:
         The rows' curves are encoded alone (``_encode_single``: cached, batched by length), and
         their queries decoded in one pass. Inputs: (N,) context and (M,) query arrays.
         """
+        ctx_curve, ctx_t, ctx_y, qry_curve, qry_t = (
+            np.asarray(a, dtype=np.float64) for a in (ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)
+        )  # float64: the cache keys are the points' bytes
         key = np.where(np.isin(qry_curve, ctx_curve), qry_curve, -1.0)  # -1: no points
         pairs, pair_of = np.unique(np.stack([key, qry_t]), axis=1, return_inverse=True)
         rows, row_of_pair = np.unique(pairs[0], return_inverse=True)  # pairs sorted by row
@@ -603,20 +631,22 @@ class Surrogate:
         """Each curve's (t, y) points, time-ordered, encoded as a task of its own without
         hyperparameters: a (R, 1, ·) encoding for R curves.
 
-        Encodings are cached by the points' bytes for the current weights, so an optimiser's
-        decisions re-encode only the runs told since the last one. Rows to encode are batched by
-        length (``_length_passes``), so a few long curves do not pad many short ones.
+        Encodings are cached by the points' (float64) bytes for the current weights, so a curve
+        asked about again with the same scores is not encoded again. Rows to encode are batched
+        by length (``_length_passes``), so a few long curves do not pad many short ones.
         """
         keys = [(t.tobytes(), y.tobytes()) for t, y in curves]
-        weights = self._weights_key()
-        with self._single_cache_lock:
-            if weights != self._single_cache_key:
-                self._single_cache.clear()
-                self._single_cache_key = weights
-            parts = [self._single_cache.get(k) for k in keys]
-            for k, part in zip(keys, parts, strict=True):
-                if part is not None:
-                    self._single_cache.move_to_end(k)
+        weights = None if self.model.training else self._weights_key()  # None: no caching
+        parts: list[tuple[Tensor, Tensor, Tensor] | None] = [None] * len(curves)
+        if weights is not None:
+            with self._single_cache_lock:
+                if weights != self._single_cache_key:
+                    self._single_cache.clear()
+                    self._single_cache_key = weights
+                parts = [self._single_cache.get(k) for k in keys]
+                for k, part in zip(keys, parts, strict=True):
+                    if part is not None:
+                        self._single_cache.move_to_end(k)
         todo = np.array([i for i, part in enumerate(parts) if part is None], dtype=np.int64)
         sizes = np.array([curves[i][0].size for i in todo], dtype=np.int64)
         pass_of = _length_passes(sizes)
@@ -640,9 +670,9 @@ class Surrogate:
                 enc = self.model.encode(inp)
             for j, i in enumerate(idx):  # copies, so a cached row does not keep its batch alive
                 parts[i] = (enc.z[j].clone(), enc.stats[j].clone(), enc.observed[j].clone())
-        if todo.size and not self.model.training and weights == self._weights_key():
+        if todo.size and weights is not None:
             with self._single_cache_lock:
-                if weights == self._single_cache_key:
+                if weights == self._single_cache_key:  # else the weights changed meanwhile
                     for i in todo:
                         self._single_cache[keys[i]] = parts[i]
                     while len(self._single_cache) > SINGLE_VIEW_CACHE_SIZE:
@@ -650,13 +680,16 @@ class Surrogate:
         z, stats, observed = (torch.stack(x) for x in zip(*parts, strict=True))
         return CurveEncoding(z=z, stats=stats, observed=observed)  # (R, 1, d), (R, 1, S), (R, 1)
 
-    def _weights_key(self) -> tuple:
-        """Changes whenever the network's weights may have: another module, tensors moved or
-        replaced (storage), or changed in place (torch's version counter, bumped by every
-        in-place write such as an optimiser step or ``load_state_dict``)."""
-        if self._params_of is not self.model:  # listing the parameters takes ~1 ms
-            self._params_of, self._params = self.model, tuple(self.model.parameters())
-        return (id(self.model), *((q.data_ptr(), q._version) for q in self._params))
+    def _weights_key(self) -> tuple | None:
+        """Changes whenever the network's weights may have: another module or parameter,
+        tensors moved or replaced (storage), or changed in place (torch's version counter,
+        bumped by every in-place write such as an optimiser step or ``load_state_dict``; not
+        by writes to ``.data``, see :meth:`clear_cache`). None for weights without a version
+        counter (made under ``torch.inference_mode``): nothing is cached for them."""
+        params = tuple(self.model.parameters())
+        if any(q.is_inference() for q in params):
+            return None
+        return (id(self.model), *((id(q), q.data_ptr(), q._version) for q in params))
 
     def _arrays_input(
         self,

@@ -309,3 +309,38 @@ def test_a_task_alone_gets_what_it_gets_in_a_batch(net):
         for b in range(3):
             alone = net(CurveSetInput(**{k: v[b : b + 1] for k, v in inp.__dict__.items()}))
             torch.testing.assert_close(alone[0], batch[b], atol=1e-4, rtol=0)
+
+
+def test_decode_reads_only_configurations_and_queries(net):
+    """forward = decode(encode); decode ignores the context fields, so an encoding can be paired
+    with an input that carries only the configurations and the queries."""
+    inp = _input(b=2, c=5, n=30, m=7, seed=3)
+    with torch.no_grad():
+        enc = net.encode(inp)
+        full = net(inp)
+        dummy = _replace(
+            inp,
+            ctx_curve=torch.zeros(2, 1, dtype=torch.long),
+            ctx_t=torch.ones(2, 1),
+            ctx_y=torch.zeros(2, 1),
+            ctx_mask=torch.zeros(2, 1, dtype=torch.bool),
+        )
+        torch.testing.assert_close(net.decode(dummy, enc), full, atol=0, rtol=0)
+        assert not torch.allclose(net.decode(inp, net.encode(dummy)), full, atol=1e-3)
+        with pytest.raises(ValueError, match="differ in tasks or curves"):
+            net.decode(_input(b=1, c=5, seed=3), enc)
+
+
+def test_tied_times_are_read_in_the_same_order_alone_and_in_a_batch(net):
+    """The noise statistics sort points by (curve, time) stably: points of a curve at one time
+    keep their input order, wherever the curve sits in a batch (an unstable sort of this many
+    ties reorders them)."""
+    g = torch.Generator().manual_seed(5)
+    n = 400
+    t = (torch.randint(1, 5, (1, n), generator=g) / 4.0).float()  # four distinct times
+    alone = _replace(_input(b=1, c=2, n=n, m=2, seed=5), ctx_t=t)
+    other = _input(b=1, c=2, n=n, m=2, seed=6)
+    batch = CurveSetInput(**{k: torch.cat([getattr(other, k), getattr(alone, k)])
+                             for k in alone.__dict__})  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch)[1], net(alone)[0], atol=1e-5, rtol=0)

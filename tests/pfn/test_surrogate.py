@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import numpy as np
 import pytest
@@ -481,3 +482,48 @@ def test_single_curve_view_encodes_by_length_and_caches(monkeypatch):
     curves[0] = (curves[0][0], curves[0][1] * 0.5)
     check(sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1))
     assert len(sur._single_cache) == 10
+
+
+def test_single_view_cache_survives_pickling_and_tracks_the_weights():
+    sur = Surrogate(tiny_model(2), BarDistribution(uniform_borders(K)))
+    t, y = np.array([0.1, 0.2, 0.3]), np.array([0.2, 0.4, 0.5])
+
+    def single() -> torch.Tensor:
+        return sur.forecast_single([(t, y)], [1.0]).logits.softmax(-1)[0]
+
+    before = single()
+    assert len(sur._single_cache) == 1
+    # pickled (a Ray Tune scheduler holding it) without its cache and lock; works on arrival
+    copy = pickle.loads(pickle.dumps(sur))
+    assert len(copy._single_cache) == 0
+    torch.testing.assert_close(copy.forecast_single([(t, y)], [1.0]).logits.softmax(-1)[0], before)
+    # a parameter replaced by a new one: not served from the cache
+    lin = sur.model.embed_stats[0]  # reads the curve's statistics
+    lin.weight = torch.nn.Parameter(lin.weight.detach() + 0.5)
+    replaced = single()
+    assert not torch.allclose(replaced, before)
+    torch.testing.assert_close(replaced, _context_view_alone(sur, t, y), atol=1e-5, rtol=1e-5)
+    # a write through .data is invisible to torch: clear_cache() is the documented way
+    with torch.no_grad():
+        lin.weight.data.add_(0.5)
+    assert torch.equal(single(), replaced)  # stale, as documented
+    sur.clear_cache()
+    torch.testing.assert_close(single(), _context_view_alone(sur, t, y), atol=1e-5, rtol=1e-5)
+    # training mode stores nothing; a network made under inference_mode is not cached
+    sur.clear_cache()
+    sur.model.train()
+    single()
+    assert len(sur._single_cache) == 0
+    sur.model.eval()
+    with torch.inference_mode():
+        frozen = Surrogate(tiny_model(2), BarDistribution(uniform_borders(K)))
+    frozen.forecast_single([(t, y)], [1.0])
+    assert len(frozen._single_cache) == 0
+    # float32 and float64 points of the same values share one encoding
+    arrays = dict(ctx_curve=np.zeros(3), qry_curve=np.zeros(1), qry_t=np.ones(1))
+    logits = torch.zeros(1, K)
+    a = sur.mix_single_view(logits, 1.0, ctx_t=t, ctx_y=y, **arrays)
+    b = sur.mix_single_view(logits, 1.0, ctx_t=t.astype(np.float32).astype(np.float64),
+                            ctx_y=y.astype(np.float32), **arrays)  # fmt: skip
+    assert len(sur._single_cache) in (1, 2)  # t rounds through float32: maybe another key
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -122,7 +122,7 @@ def played(sched, curves):
 
 @pytest.fixture
 def calls(tiny, monkeypatch) -> list[dict]:
-    """Records every forward pass of ``tiny`` (its arguments) during the test."""
+    """Records every forecast of ``tiny`` (its arguments) during the test."""
     recorded: list[dict] = []
     forecast = tiny.forecast
 
@@ -174,7 +174,7 @@ def test_first_choice_takes_the_first_trial_and_holds_the_others(tiny):
     assert second is ctl.trials[1] and len(sched.decisions) == 2
 
 
-def test_decision_scores_paused_at_b_plus_h_and_new_at_h_in_one_pass(tiny, calls):
+def test_decision_scores_paused_at_b_plus_h_and_new_at_h_in_one_forecast(tiny, calls):
     sched = scheduler(tiny, max_steps=10, budget=8, seed=3)
     assert sched.acquisition == DEFAULT_ACQUISITION
     ctl = played(sched, [[0.9, 0.7, 0.6], [2.0]])  # t0 at step 3, t1 at step 1 (a loss of 2)
@@ -184,8 +184,9 @@ def test_decision_scores_paused_at_b_plus_h_and_new_at_h_in_one_pass(tiny, calls
     sched.on_trial_add(ctl, new)
     n_before = len(sched.decisions)
     pick = ctl.choose()
-    assert len(calls) == 2  # one forward pass per decision
+    assert len(calls) == 2  # one forecast per decision
     call, dec = calls[1], sched.last_decision
+    assert "single_weight" not in call  # the surrogate's own predictive (its single_weight)
     # the draws of decision k come from (seed, k); remaining = budget - steps spent
     rng = np.random.default_rng([3, n_before])
     scaler = MetricScaler.fit_runs([[0.9, 0.7, 0.6], [2.0]], higher_is_better=False)
