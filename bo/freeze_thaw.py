@@ -252,7 +252,15 @@ class FreezeThaw:
         self._started_rows: set[int] = set()
         self._journal: Journal | None = None
         if state_dir is not None:
-            self._journal = Journal(state_dir, self._settings())
+            try:
+                self._journal = Journal(state_dir, self._settings())
+            except ValueError as err:
+                if "config.single_weight" not in str(err):
+                    raise
+                raise ValueError(
+                    f"{err}. A journal written before 2026-12-06, when decisions used the "
+                    "context view alone, resumes with FreezeThawConfig(single_weight=0)"
+                ) from err
             self._replay()
 
     # ---- public API ----------------------------------------------------------------------------
