@@ -57,7 +57,7 @@ from bo.acquisition import (
     pick_argmax,
     score_context,
 )
-from bo.journal import Journal
+from bo.journal import Journal, SettingsMismatch
 from bo.space import CandidateTable, Space
 from pfn.scaling import MetricScaler
 from pfn.surrogate import DEFAULT_SINGLE_WEIGHT, Surrogate
@@ -254,8 +254,8 @@ class FreezeThaw:
         if state_dir is not None:
             try:
                 self._journal = Journal(state_dir, self._settings())
-            except ValueError as err:
-                if "config.single_weight" not in str(err):
+            except SettingsMismatch as err:
+                if "config.single_weight" not in err.differing:
                     raise
                 raise ValueError(
                     f"{err}. A journal written before 2026-12-06, when decisions used the "

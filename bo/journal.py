@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Event", "Journal"]
+__all__ = ["Event", "Journal", "SettingsMismatch"]
 
 JOURNAL_FORMAT_VERSION = 1
 _FILE = "journal.sqlite"
@@ -82,9 +82,10 @@ class Journal:
                 )
             elif stored["settings"] != wanted:
                 diff = _differing(json.loads(stored["settings"]), json.loads(wanted))
-                raise ValueError(
+                raise SettingsMismatch(
                     f"{self.path} belongs to an optimiser with other settings (differing: "
-                    f"{', '.join(diff)}); use another state_dir or the same settings"
+                    f"{', '.join(diff)}); use another state_dir or the same settings",
+                    differing=diff,
                 )
 
     @contextmanager
@@ -146,6 +147,15 @@ class Journal:
     def close(self) -> None:
         """Close the connection (the journal stays on disk)."""
         self._conn.close()
+
+
+class SettingsMismatch(ValueError):
+    """The journal belongs to an optimiser with other settings; ``differing`` names them
+    (nested ones as ``outer.inner``)."""
+
+    def __init__(self, message: str, *, differing: list[str]) -> None:
+        super().__init__(message)
+        self.differing = tuple(differing)
 
 
 def _differing(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -8,7 +8,7 @@ A :class:`Surrogate` wraps a trained :class:`~pfn.model.CurveSetTransformer` and
 * :meth:`Surrogate.predict` reads all context curves and predicts the queried curves at the
   queried times, returning one :class:`Prediction` per query curve. The predictive mixes two
   readings of the network, the *context view* (all curves, one forward pass) and the
-  *single-curve view* (each queried curve alone, one batched pass): see :class:`Surrogate`.
+  *single-curve view* (each queried curve alone, batched and cached): see :class:`Surrogate`.
 
 For raw metrics (losses, unbounded values, diverged runs) :meth:`Surrogate.predict_final` does the
 scaling with a :class:`~pfn.scaling.MetricScaler` and reports the predicted final value with an
@@ -651,8 +651,9 @@ class Surrogate:
         sizes = np.array([curves[i][0].size for i in todo], dtype=np.int64)
         pass_of = _length_passes(sizes)
         for p in np.unique(pass_of):
-            idx = todo[pass_of == p]
-            b, n = idx.size, max(int(sizes[pass_of == p].max()), 1)
+            in_pass = pass_of == p
+            idx = todo[in_pass]
+            b, n = idx.size, max(int(sizes[in_pass].max()), 1)
             c_t, c_y, c_mask = np.full((b, n), 0.5), np.zeros((b, n)), np.zeros((b, n), bool)
             for j, i in enumerate(idx):
                 t, y = curves[i]

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from bo.journal import Journal
+from bo.journal import Journal, SettingsMismatch
 
 
 def test_events_round_trip_exactly(tmp_path):
@@ -28,6 +28,10 @@ def test_other_settings_or_format_are_refused(tmp_path):
     Journal(tmp_path, {"a": 1, "b": 2}).close()
     with pytest.raises(ValueError, match="differing: b"):
         Journal(tmp_path, {"a": 1, "b": 3})
+    Journal(tmp_path / "nested", {"a": 1, "c": {"x": 1, "y": 2}}).close()
+    with pytest.raises(SettingsMismatch) as err:  # nested settings are named outer.inner
+        Journal(tmp_path / "nested", {"a": 2, "c": {"x": 1, "y": 3, "z": 0}})
+    assert err.value.differing == ("a", "c.y", "c.z")
     conn = sqlite3.connect(tmp_path / "journal.sqlite")
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
     conn.commit()
