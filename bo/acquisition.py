@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from pfn.forecast import BarForecast
+from pfn.forecast import BarForecast, ViewMixture
 from pfn.scaling import MetricScaler
 
 __all__ = [
@@ -77,22 +76,25 @@ def draw_lookahead(
     return Lookahead(horizon, tau, f_best + tau * (1.0 - f_best))
 
 
-def acquisition_values(name: str, forecast: BarForecast, threshold: float) -> np.ndarray:
+def acquisition_values(
+    name: str, forecast: BarForecast | ViewMixture, threshold: float
+) -> np.ndarray:
     """(M,) acquisition values of M candidates whose look-ahead scores ``forecast`` predicts.
+
+    With a :class:`~pfn.forecast.ViewMixture` (the surrogate's two views), MFPI and MFEI are
+    mixed from each view's (both are linear in the predictive), so the single-curve view is
+    scored once per distinct row; UCB's quantile reads the mixture.
 
     Raises:
         ValueError: unknown ``name``.
     """
-    dist, logits = forecast.distribution, forecast.logits
     if name == "mfpi-random":
-        value = dist.pi(logits, threshold)
-    elif name == "mfei-random":
-        value = dist.ei(logits, threshold)
-    elif name == "ucb-random":
-        value = dist.quantile(logits, torch.tensor(_UCB_QUANTILE))
-    else:
-        raise ValueError(f"unknown acquisition {name!r}; choose from {', '.join(ACQUISITIONS)}")
-    return value.double().numpy()
+        return forecast.pi(threshold)
+    if name == "mfei-random":
+        return forecast.ei(threshold)
+    if name == "ucb-random":
+        return forecast.quantile(_UCB_QUANTILE)
+    raise ValueError(f"unknown acquisition {name!r}; choose from {', '.join(ACQUISITIONS)}")
 
 
 def score_context(

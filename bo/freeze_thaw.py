@@ -416,7 +416,7 @@ class FreezeThaw:
         qry_curve = paused + list(range(len(runs), len(runs) + new_x.shape[0]))
         qry_t = [min(runs[i].step + look.horizon, self.max_steps) / self.max_steps for i in paused]
         qry_t += [min(look.horizon, self.max_steps) / self.max_steps] * new_x.shape[0]
-        fc = self.surrogate.forecast(
+        fc = self.surrogate.forecast_views(  # the acquisition mixes the two views' scores
             all_configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
             qry_curve=qry_curve, qry_t=qry_t, single_weight=self.config.single_weight,
         )  # fmt: skip

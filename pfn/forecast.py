@@ -6,6 +6,9 @@ interval, and calibration. A :class:`Forecast` is what a method returns for the 
 evaluation task; everything is in score units (higher is better) on the support [0, 1].
 
 * :class:`BarForecast`: the PFN's bar distribution (exact on each bucket).
+* :class:`ViewMixture`: the surrogate's two-view predictive kept as its two parts, so that
+  quantities linear in the predictive (PI, EI, mean, CDF) are worked out on each part, the
+  single-curve view's once per distinct row (the optimiser's decisions).
 * :class:`GaussianForecast`: a normal distribution truncated to [0, 1], for the baselines. The
   truncation makes it a proper density on the same support as the PFN's, so that
   log-likelihoods are comparable (an untruncated normal would put mass on impossible scores).
@@ -15,7 +18,9 @@ Shapes: ``M`` targets; ``y`` and ``q`` broadcast with (M,); every method returns
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,7 +35,7 @@ from pfn.bar_distribution import BarDistribution
 if TYPE_CHECKING:
     from pfn.eval_tasks import EvalTask
 
-__all__ = ["BarForecast", "Forecast", "ForecastMethod", "GaussianForecast"]
+__all__ = ["BarForecast", "Forecast", "ForecastMethod", "GaussianForecast", "ViewMixture"]
 
 # The smallest standard deviation a Gaussian forecast may have (in score units): below this a
 # single exact hit would dominate every mean log-likelihood.
@@ -102,6 +107,98 @@ class BarForecast(Forecast):
 
     def quantile(self, q: ArrayLike) -> np.ndarray:
         return self._out(self.distribution.quantile(self.logits, self._arg(q)))
+
+    def pi(self, threshold: float) -> np.ndarray:
+        """(M,) probabilities of improvement ``P(Y > threshold)`` (the MFPI score)."""
+        return self._out(self.distribution.pi(self.logits, float(threshold)))
+
+    def ei(self, threshold: float) -> np.ndarray:
+        """(M,) expected improvements ``E[max(Y - threshold, 0)]`` (the MFEI score)."""
+        return self._out(self.distribution.ei(self.logits, float(threshold)))
+
+
+@dataclass(frozen=True, eq=False)
+class ViewMixture(Forecast):
+    """The two-view predictive ``(1 - w) p_context + w p_single`` of M targets, kept as its parts
+    (see :class:`pfn.surrogate.Surrogate`).
+
+    The single-curve view depends only on a target's own curve and time, so the optimiser's many
+    new configurations (all without points) share one row of it: ``single`` holds the U distinct
+    rows and ``single_index`` says which one each target reads. Quantities linear in the
+    predictive with one argument for all targets (:meth:`pi`, :meth:`ei`, :meth:`mean`) are mixed
+    after working them out on each part, the single view's on its U rows only, which skips
+    building the (M, K) mixture; the others use :meth:`mixed`.
+
+    Args:
+        context: the (M,) context view.
+        single: the (U,) single-curve view of the distinct rows; None when ``weight`` is 0.
+        single_index: (M,) int, the row of ``single`` of each target (empty when ``single`` is
+            None).
+        weight: ``w``, in [0, 1].
+
+    Raises:
+        ValueError: the parts' shapes disagree, or ``weight`` is outside [0, 1].
+    """
+
+    context: BarForecast
+    single: BarForecast | None
+    single_index: np.ndarray
+    weight: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"weight must lie in [0, 1], got {self.weight}")
+        m = self.context.logits.shape[0]
+        index = np.asarray(self.single_index, dtype=np.int64).reshape(-1)
+        object.__setattr__(self, "single_index", index)
+        if self.single is None:
+            if self.weight > 0.0:
+                raise ValueError("a mixture with weight > 0 needs its single-curve view")
+            return
+        u = self.single.logits.shape[0]
+        if index.shape != (m,) or (index.size and not 0 <= index.min() <= index.max() < u):
+            raise ValueError(f"single_index must be ({m},) rows of the ({u},) single view")
+
+    def _mix(self, context: np.ndarray, single: Callable[[], np.ndarray]) -> np.ndarray:
+        """``(1 - w) context + w single()[single_index]`` (no single view work for w = 0)."""
+        if self.weight == 0.0:
+            return context
+        return (1.0 - self.weight) * context + self.weight * single()[self.single_index]
+
+    def mixed(self) -> BarForecast:
+        """The (M,) mixture as one bar distribution (log-probabilities of its buckets)."""
+        if self.single is None or self.weight == 0.0:
+            return self.context
+        single = self.single.distribution.log_probs(self.single.logits)[self.single_index]
+        if self.weight == 1.0:
+            return BarForecast(single, self.context.distribution)
+        context = self.context.distribution.log_probs(self.context.logits)
+        logits = torch.logaddexp(context + math.log1p(-self.weight), single + math.log(self.weight))
+        return BarForecast(logits, self.context.distribution)
+
+    def _single(self) -> BarForecast:
+        assert self.single is not None  # _mix calls it only for weight > 0
+        return self.single
+
+    def pi(self, threshold: float) -> np.ndarray:
+        """(M,) probabilities of improvement, mixed from the parts' (exact: PI is linear)."""
+        return self._mix(self.context.pi(threshold), lambda: self._single().pi(threshold))
+
+    def ei(self, threshold: float) -> np.ndarray:
+        """(M,) expected improvements, mixed from the parts' (exact: EI is linear)."""
+        return self._mix(self.context.ei(threshold), lambda: self._single().ei(threshold))
+
+    def mean(self) -> np.ndarray:
+        return self._mix(self.context.mean(), lambda: self._single().mean())
+
+    def cdf(self, y: ArrayLike) -> np.ndarray:
+        return self.mixed().cdf(y)
+
+    def log_prob(self, y: ArrayLike) -> np.ndarray:
+        return self.mixed().log_prob(y)
+
+    def quantile(self, q: ArrayLike) -> np.ndarray:
+        return self.mixed().quantile(q)
 
 
 @dataclass(frozen=True, eq=False)

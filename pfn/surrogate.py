@@ -41,7 +41,7 @@ from torch import Tensor
 
 from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.checkpoint import Checkpoint, load_checkpoint
-from pfn.forecast import BarForecast
+from pfn.forecast import BarForecast, ViewMixture
 from pfn.model import CurveEncoding, CurveSetInput, CurveSetTransformer, ModelConfig
 from pfn.scaling import MetricScaler
 
@@ -455,6 +455,34 @@ class Surrogate:
     ) -> BarForecast:
         """One task given as arrays: the array twin of :meth:`predict`.
 
+        The mixture of :meth:`forecast_views` as one bar distribution; arguments, errors and
+        shapes as there.
+
+        Returns:
+            The (M,) forecast.
+        """
+        return self.forecast_views(
+            configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y, qry_curve=qry_curve,
+            qry_t=qry_t, single_weight=single_weight,
+        ).mixed()  # fmt: skip
+
+    def forecast_views(
+        self,
+        configs: ArrayLike,
+        *,
+        ctx_curve: ArrayLike,
+        ctx_t: ArrayLike,
+        ctx_y: ArrayLike,
+        qry_curve: ArrayLike,
+        qry_t: ArrayLike,
+        single_weight: float | None = None,
+    ) -> ViewMixture:
+        """One task given as arrays, its predictive kept as its two views (see the class).
+
+        Use it where many queries read few distinct single-curve rows and only PI, EI or the
+        mean are needed (an optimiser's decision: every new configuration reads the same empty
+        curve): the single view's share is worked out once per distinct row.
+
         Curves are identified by their row in ``configs`` (rows may be equal, e.g. repeated
         seeds), so any curve can be queried.
 
@@ -469,7 +497,7 @@ class Surrogate:
                 surrogate's ``single_weight``.
 
         Returns:
-            The (M,) forecast.
+            The (M,) two-view predictive.
 
         Raises:
             ValueError: shapes, ranges or indices are invalid, D > ``max_hps``, or
@@ -514,7 +542,7 @@ class Surrogate:
         inp = self._arrays_input(cfg[None], **{k: v[None] for k, v in arrays.items()})
         with torch.no_grad():  # not inference_mode: the logits stay usable without a copy
             logits = self.model(inp)[0].float().cpu()  # (M, K)
-        return BarForecast(self.mix_single_view(logits, w, **arrays), self._cpu_distribution)
+        return self._views(logits, w, **arrays)
 
     def forecast_single(
         self, curves: Sequence[tuple[ArrayLike, ArrayLike]], qry_t: ArrayLike
@@ -544,8 +572,8 @@ class Surrogate:
                 raise ValueError(f"curve {i}: t must lie in (0, 1] and y in [0, 1]")
             pts.append((np.full(t.size, i), t, y))
         ctx_curve, ctx_t, ctx_y = (np.concatenate(a) for a in zip(*pts, strict=True))
-        logits = self._single_view_logits(ctx_curve, ctx_t, ctx_y, np.arange(b), qt)
-        return BarForecast(logits, self._cpu_distribution)
+        rows, row_of = self._single_view(ctx_curve, ctx_t, ctx_y, np.arange(b), qt)
+        return BarForecast(rows[row_of], self._cpu_distribution)
 
     def mix_single_view(
         self,
@@ -573,23 +601,41 @@ class Surrogate:
         Raises:
             ValueError: ``w`` is outside [0, 1] (or NaN).
         """
-        w = _check_weight(w)
-        if w == 0.0:
-            return logits
-        single = self._single_view_logits(ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)  # log-probs
-        if w == 1.0:
-            return single
-        return torch.logaddexp(logits.log_softmax(-1) + math.log1p(-w), single + math.log(w))
+        return self._views(
+            logits, w, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y, qry_curve=qry_curve,
+            qry_t=qry_t,
+        ).mixed().logits  # fmt: skip
 
-    def _single_view_logits(
+    def _views(
+        self,
+        logits: Tensor,
+        w: float,
+        *,
+        ctx_curve: np.ndarray,
+        ctx_t: np.ndarray,
+        ctx_y: np.ndarray,
+        qry_curve: np.ndarray,
+        qry_t: np.ndarray,
+    ) -> ViewMixture:
+        """The two views of one task from its context view ``logits`` (M, K) on the CPU (the
+        single-curve view is not computed for ``w = 0``)."""
+        w = _check_weight(w)
+        context = BarForecast(logits, self._cpu_distribution)
+        if w == 0.0:
+            return ViewMixture(context, None, np.zeros(0, dtype=np.int64), 0.0)
+        rows, row_of = self._single_view(ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)
+        return ViewMixture(context, BarForecast(rows, self._cpu_distribution), row_of, w)
+
+    def _single_view(
         self,
         ctx_curve: np.ndarray,
         ctx_t: np.ndarray,
         ctx_y: np.ndarray,
         qry_curve: np.ndarray,
         qry_t: np.ndarray,
-    ) -> Tensor:
-        """(M, K) log-probabilities of each query read from its own curve's points alone (CPU).
+    ) -> tuple[Tensor, np.ndarray]:
+        """Each query read from its own curve's points alone: (U, K) log-probabilities of the
+        U distinct (curve, time) pairs (CPU), and (M,) the pair of each query.
 
         One row per queried curve that has points, plus one row shared by the queried curves
         without points (they all read nothing), each distinct query time asked once per row.
@@ -625,7 +671,7 @@ class Surrogate:
         )
         with torch.no_grad():
             out = self.model.decode(inp, enc).float().cpu().log_softmax(-1)  # (R, m, K)
-        return out[row_of_pair, slot][pair_of.reshape(-1)]  # normalised before the expansion
+        return out[row_of_pair, slot], pair_of.reshape(-1)
 
     def _encode_single(self, curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> CurveEncoding:
         """Each curve's (t, y) points, time-ordered, encoded as a task of its own without

@@ -458,7 +458,7 @@ class FreezeThawScheduler(TrialScheduler):
         spent = self.steps_spent + n_running
         remaining = self.max_steps if self.budget is None else max(1, self.budget - spent)
         look = draw_lookahead(rng, remaining=remaining, max_steps=self.max_steps, f_best=max(ctx_y))
-        fc = self.surrogate.forecast(
+        fc = self.surrogate.forecast_views(  # the acquisition mixes the two views' scores
             np.stack([r.x for r in runs]),  # (C, D)
             ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,  # (N,)
             qry_curve=[index[r.trial_id] for r in cands],  # (M,)

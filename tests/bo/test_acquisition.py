@@ -8,7 +8,7 @@ import torch
 
 from bo.acquisition import acquisition_values, draw_lookahead, pick_argmax, score_context
 from pfn.bar_distribution import BarDistribution, uniform_borders
-from pfn.forecast import BarForecast
+from pfn.forecast import BarForecast, ViewMixture
 from pfn.scaling import MetricScaler
 
 
@@ -58,3 +58,23 @@ def test_score_context_and_pick_argmax_by_hand():
     assert pick_argmax(np.array([0.1, 0.7, 0.3]), rng) == 1
     ties = {pick_argmax(np.array([0.5, 0.1, 0.5]), rng) for _ in range(50)}
     assert ties == {0, 2}
+
+
+def test_values_of_two_views_are_the_mixture_s():
+    # MFPI and MFEI mixed from each view's scores (single view: 2 rows for 4 candidates) equal
+    # those of the mixed predictive; UCB reads the mixture's quantile
+    dist = BarDistribution(uniform_borders(10))
+    gen = torch.Generator().manual_seed(1)
+    context, single = (
+        BarForecast(torch.randn(4, 10, generator=gen), dist),
+        BarForecast(2 * torch.randn(2, 10, generator=gen), dist),
+    )
+    views = ViewMixture(context, single, np.array([1, 0, 1, 1]), 0.25)
+    mixed = views.mixed()
+    for name in ("mfpi-random", "mfei-random", "ucb-random"):
+        np.testing.assert_allclose(
+            acquisition_values(name, views, 0.7), acquisition_values(name, mixed, 0.7),
+            rtol=1e-5, atol=1e-7,
+        )  # fmt: skip
+    assert not np.allclose(acquisition_values("mfei-random", context, 0.7),
+                           acquisition_values("mfei-random", views, 0.7))  # fmt: skip

@@ -183,13 +183,13 @@ def test_single_weight_reaches_the_surrogate_and_the_journal(tiny, tmp_path, mon
     assert FreezeThawConfig().single_weight == DEFAULT_SINGLE_WEIGHT  # the surrogate's default
     assert type(FreezeThawConfig(single_weight=np.float32(0.25)).single_weight) is float
     weights = []
-    forecast = tiny.forecast
+    forecast = tiny.forecast_views  # forecast goes through it
 
     def spy(*args, **kwargs):
         weights.append(kwargs.get("single_weight"))
         return forecast(*args, **kwargs)
 
-    monkeypatch.setattr(tiny, "forecast", spy)
+    monkeypatch.setattr(tiny, "forecast_views", spy)
     for w in (0.0, 0.4):
         weights.clear()
         ft = FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny,

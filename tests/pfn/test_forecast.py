@@ -8,7 +8,7 @@ import torch
 from scipy import integrate, stats
 
 from pfn.bar_distribution import BarDistribution, uniform_borders
-from pfn.forecast import MIN_STD, BarForecast, GaussianForecast
+from pfn.forecast import MIN_STD, BarForecast, GaussianForecast, ViewMixture
 
 
 def test_truncated_gaussian_is_a_density_on_the_unit_interval():
@@ -54,3 +54,48 @@ def test_bar_forecast_matches_its_distribution():
     np.testing.assert_allclose(f.cdf(hi), 0.9, atol=1e-5)
     with pytest.raises(ValueError, match="shape"):
         BarForecast(torch.zeros(4, 9), dist)
+
+
+def _mixture(weight: float) -> tuple[ViewMixture, torch.Tensor]:
+    """A ViewMixture of 6 targets reading 3 single-view rows, and its (6, K) mixture by hand."""
+    dist = BarDistribution(uniform_borders(8))
+    gen = torch.Generator().manual_seed(0)
+    context, single = torch.randn(6, 8, generator=gen), 3 * torch.randn(3, 8, generator=gen)
+    index = np.array([2, 0, 0, 1, 2, 2])
+    views = ViewMixture(
+        BarForecast(context, dist),
+        BarForecast(single, dist) if weight else None,
+        index if weight else np.zeros(0, dtype=np.int64),
+        weight,
+    )
+    probs = (1 - weight) * context.softmax(-1) + weight * single.softmax(-1)[index]
+    return views, probs
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_view_mixture_mixes_linear_quantities_from_the_parts(weight):
+    views, probs = _mixture(weight)
+    by_hand = BarForecast(probs.log(), views.context.distribution)
+    assert torch.allclose(views.mixed().logits.softmax(-1), probs, atol=1e-6)
+    for t in (0.05, 0.4, 0.77, 0.999):
+        np.testing.assert_allclose(views.pi(t), by_hand.pi(t), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(views.ei(t), by_hand.ei(t), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(views.mean(), by_hand.mean(), rtol=1e-5)
+    y = np.linspace(0.1, 0.9, 6)
+    np.testing.assert_allclose(views.cdf(y), by_hand.cdf(y), atol=1e-6)
+    np.testing.assert_allclose(views.log_prob(y), by_hand.log_prob(y), atol=1e-5)
+    np.testing.assert_allclose(views.quantile(0.3), by_hand.quantile(0.3), atol=1e-5)
+
+
+def test_view_mixture_checks_its_parts():
+    views, _ = _mixture(0.3)
+    dist = views.context.distribution
+    with pytest.raises(ValueError, match="weight must lie"):
+        ViewMixture(views.context, views.single, views.single_index, 1.5)
+    with pytest.raises(ValueError, match="needs its single-curve view"):
+        ViewMixture(views.context, None, np.zeros(0, dtype=np.int64), 0.3)
+    with pytest.raises(ValueError, match="single_index"):
+        ViewMixture(views.context, views.single, np.array([0, 1, 2, 3, 0, 0]), 0.3)  # row 3
+    with pytest.raises(ValueError, match="single_index"):
+        ViewMixture(views.context, views.single, np.zeros(5, dtype=np.int64), 0.3)  # 5 of 6
+    assert ViewMixture(BarForecast(torch.zeros(2, 8), dist), None, [], 0.0).pi(0.5).shape == (2,)

@@ -211,7 +211,7 @@ def test_single_weight_mixes_the_two_views(sur):
         ctx_curve=[2, 0, 1, 0, 2, 0, 0, 0],
         ctx_t=[0.2, 0.3, 0.1, 0.1, 0.1, 0.2, 0.5, 0.4],
         ctx_y=[0.6, 0.4, 0.1, 0.2, 0.5, 0.35, 0.45, 0.3],
-        # repeated (curve, time) pairs, two curves without points, one curve at three times
+        # repeated (curve, time) pairs, a curve without points, one curve at three times
         qry_curve=[0, 0, 0, 1, 2, 3, 3, 0],
         qry_t=[0.5, 1.0, 0.5, 1.0, 0.7, 1.0, 0.4, 0.9],
     )
@@ -234,6 +234,22 @@ def test_single_weight_mixes_the_two_views(sur):
         )
     default = sur.forecast(cfg, **arrays).logits.softmax(-1)
     w = sur.single_weight
+    # the views kept apart: the single view holds each distinct (curve, time) once, and mixes
+    # into the same predictive
+    views = sur.forecast_views(cfg, **arrays)
+    assert views.weight == w and views.single.logits.shape[0] == 7  # of 8 queries
+    assert views.single_index[0] == views.single_index[2]  # curve 0 at t = 0.5, twice
+    assert views.single_index[3] != views.single_index[5]  # curve 1 has a point, 3 has none
+    torch.testing.assert_close(views.context.logits.log_softmax(-1), context)
+    torch.testing.assert_close(views.mixed().logits.softmax(-1), default)
+    np.testing.assert_allclose(views.ei(0.4), sur.forecast(cfg, **arrays).ei(0.4), rtol=1e-4)
+    assert sur.forecast_views(cfg, **arrays, single_weight=0.0).single is None
+    # an optimiser's decision: 50 new configurations at one horizon read one shared row
+    new = sur.forecast_views(
+        np.random.default_rng(0).uniform(size=(51, 2)), ctx_curve=[0, 0], ctx_t=[0.1, 0.2],
+        ctx_y=[0.3, 0.4], qry_curve=np.arange(51), qry_t=np.full(51, 0.3),
+    )  # fmt: skip
+    assert new.single.logits.shape[0] == 2 and (new.single_index[1:] == new.single_index[1]).all()
     torch.testing.assert_close(default, (1 - w) * context.exp() + w * single, atol=1e-6, rtol=1e-5)
     # a surrogate built with weight 0 gives the context view by default (one pass, no mixture)
     plain = Surrogate(sur.model, sur.distribution, single_weight=0.0)

@@ -122,15 +122,16 @@ def played(sched, curves):
 
 @pytest.fixture
 def calls(tiny, monkeypatch) -> list[dict]:
-    """Records every forecast of ``tiny`` (its arguments) during the test."""
+    """Records every forecast of ``tiny`` (its arguments) during the test (``forecast`` goes
+    through ``forecast_views``)."""
     recorded: list[dict] = []
-    forecast = tiny.forecast
+    forecast = tiny.forecast_views
 
     def spy(configs, **kw):
         recorded.append({"configs": np.asarray(configs), **kw})
         return forecast(configs, **kw)
 
-    monkeypatch.setattr(tiny, "forecast", spy)
+    monkeypatch.setattr(tiny, "forecast_views", spy)
     return recorded
 
 
@@ -204,7 +205,7 @@ def test_decision_scores_paused_at_b_plus_h_and_new_at_h_in_one_forecast(tiny, c
     )
     np.testing.assert_allclose(call["configs"][2], SPACE.encode({"lr": 0.05, "opt": "adam"}))
     # the pick is the argmax of the acquisition over this forecast
-    fc = tiny.forecast(call["configs"], **{k: v for k, v in call.items() if k != "configs"})
+    fc = tiny.forecast_views(call["configs"], **{k: v for k, v in call.items() if k != "configs"})
     values = acquisition_values(sched.acquisition, fc, look.threshold)
     k = ctl.trials.index(pick)
     assert values[k] == values.max() == pytest.approx(dec.value)
