@@ -116,6 +116,10 @@ class FreezeThawConfig:
     # chosen by its log-likelihood on real curves, not by optimisation. Measured on
     # taskset_dev.h5 (`curvepfn evaluate hpo --seeds 10`, mean normalised regret at 100/300/1000
     # steps): 0.163/0.076/0.031 with it against 0.174/0.097/0.044 with the context view alone.
+    # The gain comes from the new configurations: their single-curve view (an empty curve, i.e.
+    # the prior's spread over all tasks) raises their scores, and 388 configurations of 1000
+    # steps were started instead of 285; mixed into the runs with points only, it scored
+    # 0.168/0.081/0.042 with 285 configurations (checkpoints/README.md, "In the optimiser").
     single_weight: float = DEFAULT_SINGLE_WEIGHT
 
     def __post_init__(self) -> None:

@@ -7,8 +7,9 @@ evaluation task; everything is in score units (higher is better) on the support 
 
 * :class:`BarForecast`: the PFN's bar distribution (exact on each bucket).
 * :class:`ViewMixture`: the surrogate's two-view predictive kept as its two parts, so that
-  quantities linear in the predictive (PI, EI, mean, CDF) are worked out on each part, the
-  single-curve view's once per distinct row (the optimiser's decisions).
+  quantities linear in the predictive with one argument for all targets (PI, EI, mean) are
+  worked out on each part, the single-curve view's once per distinct row (the optimiser's
+  decisions).
 * :class:`GaussianForecast`: a normal distribution truncated to [0, 1], for the baselines. The
   truncation makes it a proper density on the same support as the PFN's, so that
   log-likelihoods are comparable (an untruncated normal would put mass on impossible scores).
@@ -22,6 +23,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -149,15 +151,25 @@ class ViewMixture(Forecast):
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"weight must lie in [0, 1], got {self.weight}")
         m = self.context.logits.shape[0]
-        index = np.asarray(self.single_index, dtype=np.int64).reshape(-1)
-        object.__setattr__(self, "single_index", index)
+        index = np.asarray(self.single_index)
+        if index.size == 0:
+            index = index.astype(np.int64)
+        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"single_index must be a 1-D integer array, got {index.dtype} "
+                             f"of shape {index.shape}")  # fmt: skip
+        object.__setattr__(self, "single_index", index.astype(np.int64))
         if self.single is None:
-            if self.weight > 0.0:
-                raise ValueError("a mixture with weight > 0 needs its single-curve view")
+            if self.weight > 0.0 or index.size:
+                raise ValueError(
+                    "a mixture with weight > 0 or a single_index needs its single-curve view"
+                )
             return
         u = self.single.logits.shape[0]
         if index.shape != (m,) or (index.size and not 0 <= index.min() <= index.max() < u):
             raise ValueError(f"single_index must be ({m},) rows of the ({u},) single view")
+        a, b = self.context.distribution, self.single.distribution
+        if a is not b and (a.edge_atoms != b.edge_atoms or not torch.equal(a.borders, b.borders)):
+            raise ValueError("the two views must share their bucket borders and edge atoms")
 
     def _mix(self, context: np.ndarray, single: Callable[[], np.ndarray]) -> np.ndarray:
         """``(1 - w) context + w single()[single_index]`` (no single view work for w = 0)."""
@@ -166,9 +178,15 @@ class ViewMixture(Forecast):
         return (1.0 - self.weight) * context + self.weight * single()[self.single_index]
 
     def mixed(self) -> BarForecast:
-        """The (M,) mixture as one bar distribution (log-probabilities of its buckets)."""
+        """The (M,) mixture as one bar distribution: the log-probabilities of its buckets (the
+        context view as it is for w = 0). Built once, on the first call."""
+        return self._mixed
+
+    @cached_property
+    def _mixed(self) -> BarForecast:
         if self.single is None or self.weight == 0.0:
             return self.context
+        # (U, K) -> (M, K); log_softmax again costs U rows only, and lets `single` hold logits
         single = self.single.distribution.log_probs(self.single.logits)[self.single_index]
         if self.weight == 1.0:
             return BarForecast(single, self.context.distribution)
@@ -189,6 +207,7 @@ class ViewMixture(Forecast):
         return self._mix(self.context.ei(threshold), lambda: self._single().ei(threshold))
 
     def mean(self) -> np.ndarray:
+        """(M,) predictive means, mixed from the parts' (exact: the mean is linear)."""
         return self._mix(self.context.mean(), lambda: self._single().mean())
 
     def cdf(self, y: ArrayLike) -> np.ndarray:

@@ -136,6 +136,27 @@ def test_default_acquisition_is_mfei_everywhere(tiny):
         assert default == DEFAULT_ACQUISITION
 
 
+@pytest.mark.parametrize("acquisition", ["mfpi-random", "mfei-random", "ucb-random"])
+def test_a_decision_mixes_the_views_only_where_it_must(tiny, monkeypatch, acquisition):
+    # MFPI and MFEI are mixed from each view's scores: no (M, K) mixture is built for them;
+    # UCB's quantile needs it
+    from pfn.forecast import ViewMixture
+
+    built = []
+    mixed = ViewMixture.mixed
+
+    def spy(self):
+        built.append(self.single is not None)
+        return mixed(self)
+
+    monkeypatch.setattr(ViewMixture, "mixed", spy)
+    ft = FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny, acquisition=acquisition,
+                    config=FreezeThawConfig(n_candidates=8, single_weight=0.3))  # fmt: skip
+    for v in (0.9, 0.8, 0.7):
+        ft.tell(ft.ask(), v)
+    assert built == ([True] * 2 if acquisition == "ucb-random" else [])  # the 2nd and 3rd asks
+
+
 def test_bad_settings(tiny):
     with pytest.raises(ValueError, match="max_steps"):
         make(tiny, max_steps=0)

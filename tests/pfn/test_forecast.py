@@ -98,4 +98,15 @@ def test_view_mixture_checks_its_parts():
         ViewMixture(views.context, views.single, np.array([0, 1, 2, 3, 0, 0]), 0.3)  # row 3
     with pytest.raises(ValueError, match="single_index"):
         ViewMixture(views.context, views.single, np.zeros(5, dtype=np.int64), 0.3)  # 5 of 6
-    assert ViewMixture(BarForecast(torch.zeros(2, 8), dist), None, [], 0.0).pi(0.5).shape == (2,)
+    with pytest.raises(ValueError, match="1-D integer"):  # not truncated to rows 0, 1, 1, ...
+        ViewMixture(views.context, views.single, np.array([0.5, 1.0, 1.9, 0, 0, 0]), 0.3)
+    with pytest.raises(ValueError, match="1-D integer"):
+        ViewMixture(views.context, views.single, views.single_index[:, None], 0.3)
+    with pytest.raises(ValueError, match="needs its single-curve view"):
+        ViewMixture(views.context, None, views.single_index, 0.0)
+    other = BarForecast(views.single.logits, BarDistribution(uniform_borders(8) ** 2))
+    with pytest.raises(ValueError, match="bucket borders"):
+        ViewMixture(views.context, other, views.single_index, 0.3)
+    plain = ViewMixture(BarForecast(torch.zeros(2, 8), dist), None, [], 0.0)
+    assert plain.pi(0.5).shape == (2,) and plain.mixed() is plain.context
+    assert views.mixed() is views.mixed()  # built once
