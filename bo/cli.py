@@ -84,6 +84,13 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         help="weight of the surrogate's single-curve view in freeze-thaw's predictive "
         "(default: %(default)s; 0: the context view alone)",
     )
+    hpo.add_argument(
+        "--candidates",
+        type=int,
+        default=FreezeThawConfig().n_candidates,
+        help="unstarted table rows freeze-thaw scores per decision (default: %(default)s; "
+        "FreezeThawConfig.n_candidates)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
 
@@ -104,7 +111,11 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
         FreezeThawOptimizer(
             checkpoint=args.checkpoint,
             acquisition=args.acquisition,
-            config=FreezeThawConfig(score_range=args.score_range, single_weight=args.single_weight),
+            config=FreezeThawConfig(
+                score_range=args.score_range,
+                single_weight=args.single_weight,
+                n_candidates=args.candidates,
+            ),
         )
         if name == "freeze-thaw"
         else name

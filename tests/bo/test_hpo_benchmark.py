@@ -321,6 +321,12 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert single["mean_regret"] != payload["mean_regret"] or single["runs"] != payload["runs"]
     assert main(args + ["--single-weight", "2", "--out", str(out)]) == 2
     assert "single_weight must lie in [0, 1]" in capsys.readouterr().err
+    # a larger pool of new configurations per decision: another search on the same seed
+    assert main(args + ["--candidates", "8", "--out", str(tmp_path / "pool")]) == 0
+    pool = json.loads((tmp_path / "pool" / "results.json").read_text())
+    assert pool["mean_regret"] != payload["mean_regret"] or pool["runs"] != payload["runs"]
+    assert main(args + ["--candidates", "0", "--out", str(out)]) == 2
+    assert "n_candidates must be >= 1" in capsys.readouterr().err
 
 
 def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):
