@@ -119,7 +119,9 @@ class FreezeThawConfig:
     # The gain comes from the new configurations: their single-curve view (an empty curve, i.e.
     # the prior's spread over all tasks) raises their scores, and 388 configurations of 1000
     # steps were started instead of 285; mixed into the runs with points only, it scored
-    # 0.168/0.081/0.042 with 285 configurations (checkpoints/README.md, "In the optimiser").
+    # 0.168/0.081/0.042 with 285 configurations (checkpoints/README.md, "In the optimiser"). Out
+    # of sample, on LCDB (curves of 12-18 points), that exploration hurts: weight 0 was better
+    # by 0.026 +- 0.009 at 200 steps. The default was chosen on TaskSet alone.
     single_weight: float = DEFAULT_SINGLE_WEIGHT
 
     def __post_init__(self) -> None:
