@@ -112,16 +112,10 @@ class FreezeThawConfig:
     score_range: str = "data"
     # Weight of the surrogate's single-curve view in the predictive of each decision (see
     # pfn.surrogate.Surrogate; 0: the context view alone). It is journalled, and used instead of
-    # the surrogate's own `single_weight`. The default is the shipped surrogate's default,
-    # chosen by its log-likelihood on real curves, not by optimisation. Measured on
-    # taskset_dev.h5 (`curvepfn evaluate hpo --seeds 10`, mean normalised regret at 100/300/1000
-    # steps): 0.163/0.076/0.031 with it against 0.174/0.097/0.044 with the context view alone.
-    # The gain comes from the new configurations: their single-curve view (an empty curve, i.e.
-    # the prior's spread over all tasks) raises their scores, and 388 configurations of 1000
-    # steps were started instead of 285; mixed into the runs with points only, it scored
-    # 0.168/0.081/0.042 with 285 configurations (checkpoints/README.md, "In the optimiser"). Out
-    # of sample, on LCDB (curves of 12-18 points), that exploration hurts: weight 0 was better
-    # by 0.026 +- 0.009 at 200 steps. The default was chosen on TaskSet alone.
+    # the surrogate's own `single_weight`. The default is the shipped surrogate's default, chosen
+    # by log-likelihood on real curves. In the optimiser its effect depends on the file: it
+    # lowered TaskSet's regret (by exploring more new configurations) and raised LCDB's; the
+    # figures are in checkpoints/README.md, "In the optimiser".
     single_weight: float = DEFAULT_SINGLE_WEIGHT
 
     def __post_init__(self) -> None:

@@ -152,12 +152,11 @@ class ViewMixture(Forecast):
             raise ValueError(f"weight must lie in [0, 1], got {self.weight}")
         m = self.context.logits.shape[0]
         index = np.asarray(self.single_index)
-        if index.size == 0:
-            index = index.astype(np.int64)
-        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+        if index.ndim != 1 or not (index.size == 0 or np.issubdtype(index.dtype, np.integer)):
             raise ValueError(f"single_index must be a 1-D integer array, got {index.dtype} "
                              f"of shape {index.shape}")  # fmt: skip
-        object.__setattr__(self, "single_index", index.astype(np.int64))
+        index = index.astype(np.int64)  # an empty list arrives as float64
+        object.__setattr__(self, "single_index", index)
         if self.single is None:
             if self.weight > 0.0 or index.size:
                 raise ValueError(
