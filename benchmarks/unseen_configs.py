@@ -1,17 +1,18 @@
-"""Log-likelihood of configurations not yet started, by the weight of the single-curve view.
+"""Log-likelihood of configurations not yet started, with and without the single-curve view.
 
 The surrogate's predictive mixes its context view with its single-curve view (``single_weight``,
-see :class:`pfn.surrogate.Surrogate`). The weight was chosen on curves with observed points. A
-configuration not yet started has no points: its single-curve view reads an empty curve and gives
-the prior's spread over all tasks. This measures what that mixture does to such predictions, on
-real curves.
+see :class:`pfn.surrogate.Surrogate`) for curves with observed points. A configuration not yet
+started has none: alone, its single-curve view reads an empty curve and gives the prior's spread
+over all tasks, so its predictive is the context view alone (since 2026-12-07; before, it was
+mixed too). This measures, on real curves, what mixing that spread in with weight ``w`` would
+do: ``(1 - w) p_context + w p_empty``, against the context view (``w = 0``, the predictive).
 
 Protocol: for each table of each file and each seed, an evaluation task is drawn as in
 ``curvepfn evaluate surrogate`` (:func:`pfn.eval_tasks.build_eval_task`, ``--context`` points).
 Then up to 100 configurations of the table that are not in the task are each queried at one
 random recorded step, with the task's score map. Printed per file: the mean log-likelihood of
 those values for each weight (mean ± standard error over tasks), and each weight's paired
-difference to weight 0 (the context view alone).
+difference to weight 0.
 
 Run: ``python benchmarks/unseen_configs.py --data
 ../shared/data/taskset_dev.h5,../shared/data/lcdb_dev.h5 [--context 400] [--seeds 3]
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from pfn.curve_table import read_curve_tables
 from pfn.eval_tasks import build_eval_task
+from pfn.forecast import ViewMixture
 from pfn.surrogate import Surrogate
 
 N_UNSEEN = 100  # configurations queried per task (fewer if the table has fewer left)
@@ -54,12 +56,15 @@ def unseen_log_likelihoods(
                 continue
             configs = np.concatenate([task.configs, table.configs[rows]])
             query = np.arange(task.n_curves, task.n_curves + rows.size)
+            context = surrogate.forecast(
+                configs, ctx_curve=task.ctx_curve, ctx_t=task.ctx_t, ctx_y=task.ctx_y,
+                qry_curve=query, qry_t=times[cols],
+            )  # fmt: skip
+            empty = surrogate.forecast_single([([], [])] * rows.size, times[cols])
+            score = task.scaler.to_score(raw)
             for w in weights:
-                fc = surrogate.forecast(
-                    configs, ctx_curve=task.ctx_curve, ctx_t=task.ctx_t, ctx_y=task.ctx_y,
-                    qry_curve=query, qry_t=times[cols], single_weight=w,
-                )  # fmt: skip
-                out[w].append(float(fc.log_prob(task.scaler.to_score(raw)).mean()))
+                views = ViewMixture(context, empty, np.arange(rows.size), w)
+                out[w].append(float(views.log_prob(score).mean()))
     return {w: np.asarray(v) for w, v in out.items()}
 
 

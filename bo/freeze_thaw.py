@@ -111,11 +111,11 @@ class FreezeThawConfig:
     # were equal or better (seeds 0-2).
     score_range: str = "data"
     # Weight of the surrogate's single-curve view in the predictive of each decision (see
-    # pfn.surrogate.Surrogate; 0: the context view alone). It is journalled, and used instead of
-    # the surrogate's own `single_weight`. The default is the shipped surrogate's default, chosen
-    # by log-likelihood on real curves. In the optimiser its effect depends on the file: it
-    # lowered TaskSet's regret (by exploring more new configurations) and raised LCDB's; the
-    # figures are in checkpoints/README.md, "In the optimiser".
+    # pfn.surrogate.Surrogate; 0: the context view alone). It mixes into the paused runs'
+    # predictive only: a new configuration has no points to read alone. It is journalled, and
+    # used instead of the surrogate's own `single_weight`. The default is the shipped surrogate's
+    # default, chosen by log-likelihood on real curves; the optimiser's regret with it and with
+    # 0 is in checkpoints/README.md, "In the optimiser".
     single_weight: float = DEFAULT_SINGLE_WEIGHT
 
     def __post_init__(self) -> None:

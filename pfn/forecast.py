@@ -121,21 +121,22 @@ class BarForecast(Forecast):
 
 @dataclass(frozen=True, eq=False)
 class ViewMixture(Forecast):
-    """The two-view predictive ``(1 - w) p_context + w p_single`` of M targets, kept as its parts
-    (see :class:`pfn.surrogate.Surrogate`).
+    """The two-view predictive of M targets, kept as its parts (see
+    :class:`pfn.surrogate.Surrogate`): ``(1 - w) p_context + w p_single`` for a target that reads
+    the single-curve view, ``p_context`` for one that does not (its curve has no points).
 
-    The single-curve view depends only on a target's own curve and time, so the optimiser's many
-    new configurations (all without points) share one row of it: ``single`` holds the U distinct
-    rows and ``single_index`` says which one each target reads. Quantities linear in the
+    The single-curve view depends only on a target's own curve and time, so targets on the same
+    curve at the same time share a row of it: ``single`` holds the U distinct rows and
+    ``single_index`` says which one each target reads (-1: none). Quantities linear in the
     predictive with one argument for all targets (:meth:`pi`, :meth:`ei`, :meth:`mean`) are mixed
     after working them out on each part, the single view's on its U rows only, which skips
     building the (M, K) mixture; the others use :meth:`mixed`.
 
     Args:
         context: the (M,) context view.
-        single: the (U,) single-curve view of the distinct rows; None when ``weight`` is 0.
-        single_index: (M,) int, the row of ``single`` of each target (empty when ``single`` is
-            None).
+        single: the (U,) single-curve view's distinct rows; None when no target reads it.
+        single_index: (M,) int, the row of ``single`` each target reads, or -1: the target's
+            predictive is the context view alone.
         weight: ``w``, in [0, 1].
 
     Raises:
@@ -157,44 +158,62 @@ class ViewMixture(Forecast):
                              f"of shape {index.shape}")  # fmt: skip
         index = index.astype(np.int64)  # an empty list arrives as float64
         object.__setattr__(self, "single_index", index)
-        if self.single is None:
-            if self.weight > 0.0 or index.size:
-                raise ValueError(
-                    "a mixture with weight > 0 or a single_index needs its single-curve view"
-                )
-            return
-        u = self.single.logits.shape[0]
-        if index.shape != (m,) or (index.size and not 0 <= index.min() <= index.max() < u):
-            raise ValueError(f"single_index must be ({m},) rows of the ({u},) single view")
-        a, b = self.context.distribution, self.single.distribution
-        if a is not b and (a.edge_atoms != b.edge_atoms or not torch.equal(a.borders, b.borders)):
-            raise ValueError("the two views must share their bucket borders and edge atoms")
+        u = 0 if self.single is None else self.single.logits.shape[0]
+        if index.shape != (m,) or (m and not -1 <= index.min() <= index.max() < u):
+            raise ValueError(
+                f"single_index must be ({m},) rows of the ({u},) single-curve view, or -1"
+            )
+        if self.single is not None:
+            a, b = self.context.distribution, self.single.distribution
+            if a is not b and (
+                a.edge_atoms != b.edge_atoms or not torch.equal(a.borders, b.borders)
+            ):
+                raise ValueError("the two views must share their bucket borders and edge atoms")
+
+    @property
+    def _reads_single(self) -> np.ndarray:
+        """(M,) bool: the targets whose predictive mixes in the single-curve view."""
+        return (
+            self.single_index >= 0 if self.weight > 0.0 else np.zeros(len(self.single_index), bool)
+        )
 
     def _mix(self, context: np.ndarray, single: Callable[[], np.ndarray]) -> np.ndarray:
-        """``(1 - w) context + w single()[single_index]`` (no single view work for w = 0)."""
-        if self.weight == 0.0:
+        """``context`` with ``(1 - w) context + w single()[single_index]`` where a target reads
+        the single-curve view (``single`` is not called when none does)."""
+        sel = self._reads_single
+        if not sel.any():
             return context
-        return (1.0 - self.weight) * context + self.weight * single()[self.single_index]
+        out = context.copy()
+        out[sel] = (1.0 - self.weight) * context[sel] + self.weight * single()[
+            self.single_index[sel]
+        ]
+        return out
 
     def mixed(self) -> BarForecast:
         """The (M,) mixture as one bar distribution: the log-probabilities of its buckets (the
-        context view as it is for w = 0). Built once, on the first call."""
+        context view's logits as they are where no target reads the single-curve view). Built
+        once, on the first call."""
         return self._mixed
 
     @cached_property
     def _mixed(self) -> BarForecast:
-        if self.single is None or self.weight == 0.0:
+        sel = self._reads_single
+        if not sel.any():
             return self.context
-        # (U, K) -> (M, K); log_softmax again costs U rows only, and lets `single` hold logits
-        single = self.single.distribution.log_probs(self.single.logits)[self.single_index]
-        if self.weight == 1.0:
-            return BarForecast(single, self.context.distribution)
-        context = self.context.distribution.log_probs(self.context.logits)
-        logits = torch.logaddexp(context + math.log1p(-self.weight), single + math.log(self.weight))
+        # (U, K) -> (S, K); log_softmax again costs U rows only, and lets `single` hold logits
+        single = self._single().distribution.log_probs(self._single().logits)
+        single = single[torch.from_numpy(self.single_index[sel])]
+        logits = self.context.distribution.log_probs(self.context.logits)
+        rows = torch.from_numpy(sel)
+        if self.weight < 1.0:
+            single = torch.logaddexp(
+                logits[rows] + math.log1p(-self.weight), single + math.log(self.weight)
+            )
+        logits[rows] = single
         return BarForecast(logits, self.context.distribution)
 
     def _single(self) -> BarForecast:
-        assert self.single is not None  # _mix calls it only for weight > 0
+        assert self.single is not None  # only called where a target reads it
         return self.single
 
     def pi(self, threshold: float) -> np.ndarray:

@@ -224,12 +224,15 @@ class Surrogate:
 
     **The predictive: two views.** The network reads a task two ways: the *context view* (every
     curve with its hyperparameters, the way it was pretrained) and the *single-curve view* (each
-    queried curve alone, without hyperparameters: :meth:`forecast_single`). The predictive is their
-    mixture ``(1 - w) p_context + w p_single`` with ``w = single_weight``. The single-curve view is
-    a hedge against tasks whose curves are less related than the prior's: on the development curves
-    a small weight raised the log-likelihood and the interval coverage of both TaskSet and LCDB
-    (``checkpoints/README.md``). ``single_weight = 0`` gives the context view alone (one forward
-    pass instead of two). :meth:`forecast_single` is the single-curve view alone.
+    queried curve alone, without hyperparameters: :meth:`forecast_single`). The predictive of a
+    curve with observed points is their mixture ``(1 - w) p_context + w p_single`` with
+    ``w = single_weight``; that of a curve without points (a new configuration) is the context
+    view, since alone it would read nothing and give the prior's spread over all tasks. The
+    single-curve view is a hedge against tasks whose curves are less related than the prior's: on
+    the development curves a small weight raised the log-likelihood and the interval coverage of
+    both TaskSet and LCDB, and mixing it into unseen configurations' predictive lowered their
+    log-likelihood (``checkpoints/README.md``). ``single_weight = 0`` gives the context view alone
+    (one forward pass instead of two). :meth:`forecast_single` is the single-curve view alone.
 
     Attributes:
         model: the network, in eval mode on ``device``.
@@ -479,9 +482,10 @@ class Surrogate:
     ) -> ViewMixture:
         """One task given as arrays, its predictive kept as its two views (see the class).
 
-        Use it where many queries read few distinct single-curve rows and only PI, EI or the
-        mean are needed (an optimiser's decision: every new configuration reads the same empty
-        curve): the single view's share is worked out once per distinct row.
+        Use it where only PI, EI or the mean are needed and many queries read the single-curve
+        view on few distinct rows or not at all (an optimiser's decision: only the paused runs'
+        queries read it, and no new configuration's): the single view's share is worked out once
+        per distinct row, and the (M, K) mixture is not built.
 
         Curves are identified by their row in ``configs`` (rows may be equal, e.g. repeated
         seeds), so any curve can be queried.
@@ -587,7 +591,8 @@ class Surrogate:
         qry_t: np.ndarray,
     ) -> Tensor:
         """The predictive of one task from its context view: ``logits`` mixed with weight ``w``
-        with the single-curve view of the same queries (returned as they are for ``w = 0``).
+        with the single-curve view of the queries on curves with points (returned as they are
+        for ``w = 0``, and the rows of queries on curves without points as log-probabilities).
 
         Args:
             logits: (M, K) the network's output for the task (the context view), on the CPU.
@@ -617,14 +622,19 @@ class Surrogate:
         qry_curve: np.ndarray,
         qry_t: np.ndarray,
     ) -> ViewMixture:
-        """The two views of one task from its context view ``logits`` (M, K) on the CPU (the
-        single-curve view is not computed for ``w = 0``)."""
+        """The two views of one task from its context view ``logits`` (M, K) on the CPU. The
+        single-curve view is computed for the queries on curves with points only (none for
+        ``w = 0``)."""
         w = _check_weight(w)
         context = BarForecast(logits, self._cpu_distribution)
-        if w == 0.0:
-            return ViewMixture(context, None, np.zeros(0, dtype=np.int64), 0.0)
-        rows, row_of = self._single_view(ctx_curve, ctx_t, ctx_y, qry_curve, qry_t)
-        return ViewMixture(context, BarForecast(rows, self._cpu_distribution), row_of, w)
+        index = np.full(len(qry_curve), -1, dtype=np.int64)  # -1: the context view alone
+        reads = np.isin(qry_curve, ctx_curve)  # curves without points: nothing to read alone
+        if w == 0.0 or not reads.any():
+            return ViewMixture(context, None, index, w)
+        rows, index[reads] = self._single_view(
+            ctx_curve, ctx_t, ctx_y, np.asarray(qry_curve)[reads], np.asarray(qry_t)[reads]
+        )
+        return ViewMixture(context, BarForecast(rows, self._cpu_distribution), index, w)
 
     def _single_view(
         self,

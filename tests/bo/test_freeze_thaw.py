@@ -157,6 +157,29 @@ def test_a_decision_mixes_the_views_only_where_it_must(tiny, monkeypatch, acquis
     assert built == ([True] * 2 if acquisition == "ucb-random" else [])  # the 2nd and 3rd asks
 
 
+def test_new_configurations_are_scored_on_the_context_view(tiny, monkeypatch):
+    # a new configuration has no points to read alone: only the paused runs' queries mix in the
+    # single-curve view
+    decisions = []
+    forecast_views = type(tiny).forecast_views
+
+    def spy(self, configs, **arrays):
+        views = forecast_views(self, configs, **arrays)
+        decisions.append((arrays["qry_curve"], arrays["ctx_curve"], views))
+        return views
+
+    monkeypatch.setattr(type(tiny), "forecast_views", spy)
+    ft = FreezeThaw(SPACE, max_steps=5, minimize=True, surrogate=tiny,
+                    config=FreezeThawConfig(n_candidates=8, single_weight=0.3))  # fmt: skip
+    for v in (0.9, 0.8, 0.7):
+        ft.tell(ft.ask(), v)
+    assert len(decisions) == 2  # the first ask starts a random configuration
+    for qry_curve, ctx_curve, views in decisions:
+        has_points = np.isin(qry_curve, ctx_curve)
+        assert has_points.any() and not has_points.all()
+        np.testing.assert_array_equal(views.single_index >= 0, has_points)
+
+
 def test_bad_settings(tiny):
     with pytest.raises(ValueError, match="max_steps"):
         make(tiny, max_steps=0)

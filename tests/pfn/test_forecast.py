@@ -57,18 +57,20 @@ def test_bar_forecast_matches_its_distribution():
 
 
 def _mixture(weight: float) -> tuple[ViewMixture, torch.Tensor]:
-    """A ViewMixture of 6 targets reading 3 single-view rows, and its (6, K) mixture by hand."""
+    """A ViewMixture of 6 targets, 5 reading 3 single-view rows and one (-1) the context view
+    alone, and its (6, K) mixture by hand."""
     dist = BarDistribution(uniform_borders(8))
     gen = torch.Generator().manual_seed(0)
     context, single = torch.randn(6, 8, generator=gen), 3 * torch.randn(3, 8, generator=gen)
-    index = np.array([2, 0, 0, 1, 2, 2])
+    index = np.array([2, 0, -1, 1, 2, 2])
     views = ViewMixture(
         BarForecast(context, dist),
         BarForecast(single, dist) if weight else None,
-        index if weight else np.zeros(0, dtype=np.int64),
+        index if weight else np.full(6, -1),
         weight,
     )
     probs = (1 - weight) * context.softmax(-1) + weight * single.softmax(-1)[index]
+    probs[2] = context[2].softmax(-1)
     return views, probs
 
 
@@ -85,6 +87,7 @@ def test_view_mixture_mixes_linear_quantities_from_the_parts(weight):
     np.testing.assert_allclose(views.cdf(y), by_hand.cdf(y), atol=1e-6)
     np.testing.assert_allclose(views.log_prob(y), by_hand.log_prob(y), atol=1e-5)
     np.testing.assert_allclose(views.quantile(0.3), by_hand.quantile(0.3), atol=1e-5)
+    np.testing.assert_array_equal(views.ei(0.4)[2], views.context.ei(0.4)[2])  # -1: unmixed
 
 
 def test_view_mixture_checks_its_parts():
@@ -92,21 +95,21 @@ def test_view_mixture_checks_its_parts():
     dist = views.context.distribution
     with pytest.raises(ValueError, match="weight must lie"):
         ViewMixture(views.context, views.single, views.single_index, 1.5)
-    with pytest.raises(ValueError, match="needs its single-curve view"):
-        ViewMixture(views.context, None, np.zeros(0, dtype=np.int64), 0.3)
+    with pytest.raises(ValueError, match="single_index"):  # rows to read, but no single view
+        ViewMixture(views.context, None, views.single_index, 0.3)
     with pytest.raises(ValueError, match="single_index"):
         ViewMixture(views.context, views.single, np.array([0, 1, 2, 3, 0, 0]), 0.3)  # row 3
+    with pytest.raises(ValueError, match="single_index"):
+        ViewMixture(views.context, views.single, np.array([0, 1, 2, -2, 0, 0]), 0.3)
     with pytest.raises(ValueError, match="single_index"):
         ViewMixture(views.context, views.single, np.zeros(5, dtype=np.int64), 0.3)  # 5 of 6
     with pytest.raises(ValueError, match="1-D integer"):  # not truncated to rows 0, 1, 1, ...
         ViewMixture(views.context, views.single, np.array([0.5, 1.0, 1.9, 0, 0, 0]), 0.3)
     with pytest.raises(ValueError, match="1-D integer"):
         ViewMixture(views.context, views.single, views.single_index[:, None], 0.3)
-    with pytest.raises(ValueError, match="needs its single-curve view"):
-        ViewMixture(views.context, None, views.single_index, 0.0)
     other = BarForecast(views.single.logits, BarDistribution(uniform_borders(8) ** 2))
     with pytest.raises(ValueError, match="bucket borders"):
         ViewMixture(views.context, other, views.single_index, 0.3)
-    plain = ViewMixture(BarForecast(torch.zeros(2, 8), dist), None, [], 0.0)
-    assert plain.pi(0.5).shape == (2,) and plain.mixed() is plain.context
+    alone = ViewMixture(BarForecast(torch.zeros(2, 8), dist), None, [-1, -1], 0.3)
+    assert alone.pi(0.5).shape == (2,) and alone.mixed() is alone.context
     assert views.mixed() is views.mixed()  # built once

@@ -146,17 +146,16 @@ def test_predict_matches_a_hand_built_input(sur):
     )
     with torch.no_grad():
         context_view = sur.model(inp)[0].log_softmax(-1)  # (3, K)
-    # the single-curve view: each query alone, its own points only, no hyperparameters
-    single_view = torch.cat([
-        _single_by_hand(sur.model, [0.1, 0.2], [0.5, 0.6], 1.0),
-        _single_by_hand(sur.model, [], [], 0.5),
-        _single_by_hand(sur.model, [], [], 1.0),
-    ]).log_softmax(-1)  # fmt: skip
+    # the single-curve view: the query alone, its own points only, no hyperparameters; the new
+    # curve has no points to read alone, so its predictive is the context view
+    single_view = _single_by_hand(sur.model, [0.1, 0.2], [0.5, 0.6], 1.0).log_softmax(-1)
     w = sur.single_weight
     assert 0 < w < 1
-    mixed = ((1 - w) * context_view.exp() + w * single_view.exp()).log()
-    torch.testing.assert_close(preds[0].logits.log_softmax(-1), mixed[:1], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(preds[1].logits.log_softmax(-1), mixed[1:], atol=1e-5, rtol=1e-5)
+    mixed = ((1 - w) * context_view[:1].exp() + w * single_view.exp()).log()
+    torch.testing.assert_close(preds[0].logits.log_softmax(-1), mixed, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        preds[1].logits.log_softmax(-1), context_view[1:], atol=1e-5, rtol=1e-5
+    )
 
 
 def _single_by_hand(model, t, y, qry_t) -> torch.Tensor:
@@ -185,24 +184,28 @@ def test_single_curve_view_of_a_shuffled_context_matches_curve_by_curve(sur):
     curve = np.concatenate([np.full(k, c) for c, k in enumerate(n_points)])
     order = rng.permutation(curve.size)
     qry_curve, qry_t = np.array([5, 0, 1, 4, 0, 3, 2]), np.array([1.0, 0.9, 0.5, 1.0, 1.0, 0.7, 1])
-    fc = sur.forecast(
-        rng.random((6, 2)),
+    task = dict(
         ctx_curve=curve[order],
         ctx_t=np.concatenate([t for t, _ in points])[order],
         ctx_y=np.concatenate([y for _, y in points])[order],
         qry_curve=qry_curve,
         qry_t=qry_t,
-        single_weight=1.0,
     )
+    configs = rng.random((6, 2))
+    fc = sur.forecast(configs, **task, single_weight=1.0).logits.softmax(-1)
+    context = sur.forecast(configs, **task, single_weight=0.0).logits.softmax(-1)
+    batched = sur.forecast_single([points[c] for c in qry_curve], qry_t).logits.softmax(-1)
     # independently: each query's curve as a task of one curve, read by the context view alone
     for j, (c, t) in enumerate(zip(qry_curve, qry_t, strict=True)):
         ts, ys = points[c]
         alone = sur.forecast(np.zeros((1, 0)), ctx_curve=np.zeros(ts.size), ctx_t=ts, ctx_y=ys,
                              qry_curve=[0], qry_t=[t], single_weight=0.0)  # fmt: skip
         expected = alone.logits.softmax(-1)[0]
-        torch.testing.assert_close(fc.logits.softmax(-1)[j], expected, atol=1e-5, rtol=1e-5)
-    batched = sur.forecast_single([points[c] for c in qry_curve], qry_t).logits
-    torch.testing.assert_close(batched.softmax(-1), fc.logits.softmax(-1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched[j], expected, atol=1e-5, rtol=1e-5)
+        # the predictive at w = 1: the single-curve view where the curve has points to read
+        # alone, the context view where it has none (curve 1)
+        expected = expected if n_points[c] else context[j]
+        torch.testing.assert_close(fc[j], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_single_weight_mixes_the_two_views(sur):
@@ -218,14 +221,17 @@ def test_single_weight_mixes_the_two_views(sur):
     context = sur.forecast(cfg, **arrays, single_weight=0.0).logits.log_softmax(-1)
     single = sur.forecast(cfg, **arrays, single_weight=1.0).logits.exp()
     # the single-curve view, query by query, with its own curve's points (batched: one row per
-    # curve with points, one shared row for curves without, each (curve, time) asked once)
+    # curve with points, each (curve, time) asked once)
     points = {
         0: ([0.1, 0.2, 0.3, 0.4, 0.5], [0.2, 0.35, 0.4, 0.3, 0.45]),
         1: ([0.1], [0.1]),
         2: ([0.1, 0.2], [0.5, 0.6]),
     }
     for j, (c, t) in enumerate(zip(arrays["qry_curve"], arrays["qry_t"], strict=True)):
-        alone = sur.forecast_single([points.get(c, ([], []))], [t]).logits.softmax(-1)[0]
+        if c in points:  # curve 3 has no points to read alone: the context view
+            alone = sur.forecast_single([points[c]], [t]).logits.softmax(-1)[0]
+        else:
+            alone = context[j].exp()
         torch.testing.assert_close(single[j], alone, atol=1e-5, rtol=1e-5)
     for w in (0.3, sur.single_weight):
         mixed = sur.forecast(cfg, **arrays, single_weight=w).logits.softmax(-1)
@@ -237,19 +243,19 @@ def test_single_weight_mixes_the_two_views(sur):
     # the views kept apart: the single view holds each distinct (curve, time) once, and mixes
     # into the same predictive
     views = sur.forecast_views(cfg, **arrays)
-    assert views.weight == w and views.single.logits.shape[0] == 7  # of 8 queries
+    assert views.weight == w and views.single.logits.shape[0] == 5  # of 8 queries
     assert views.single_index[0] == views.single_index[2]  # curve 0 at t = 0.5, twice
-    assert views.single_index[3] != views.single_index[5]  # curve 1 has a point, 3 has none
+    assert views.single_index[5] == views.single_index[6] == -1  # curve 3 has no points
     torch.testing.assert_close(views.context.logits.log_softmax(-1), context)
     torch.testing.assert_close(views.mixed().logits.softmax(-1), default)
     np.testing.assert_allclose(views.ei(0.4), sur.forecast(cfg, **arrays).ei(0.4), rtol=1e-4)
     assert sur.forecast_views(cfg, **arrays, single_weight=0.0).single is None
-    # an optimiser's decision: 50 new configurations at one horizon read one shared row
+    # an optimiser's decision: 50 new configurations read the context view alone
     new = sur.forecast_views(
         np.random.default_rng(0).uniform(size=(51, 2)), ctx_curve=[0, 0], ctx_t=[0.1, 0.2],
         ctx_y=[0.3, 0.4], qry_curve=np.arange(51), qry_t=np.full(51, 0.3),
     )  # fmt: skip
-    assert new.single.logits.shape[0] == 2 and (new.single_index[1:] == new.single_index[1]).all()
+    assert new.single.logits.shape[0] == 1 and (new.single_index[1:] == -1).all()
     torch.testing.assert_close(default, (1 - w) * context.exp() + w * single, atol=1e-6, rtol=1e-5)
     # a surrogate built with weight 0 gives the context view by default (one pass, no mixture)
     plain = Surrogate(sur.model, sur.distribution, single_weight=0.0)
