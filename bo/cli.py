@@ -93,6 +93,17 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
+    compare = subparsers.add_parser(
+        "hpo-compare",
+        help="paired difference of final regret between two `evaluate hpo` results (B - A)",
+    )
+    compare.add_argument("a", help="result A: a results.json or its folder")
+    compare.add_argument("b", help="result B, on the same tables and seeds")
+    compare.add_argument(
+        "--optimizer", default="freeze-thaw", help="optimizer of A (default freeze-thaw)"
+    )
+    compare.add_argument("--against", default=None, help="optimizer of B (default: the same)")
+    compare.set_defaults(func=_compare_hpo)
 
 
 def _evaluate_hpo(args: argparse.Namespace) -> int:
@@ -132,6 +143,17 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
     paths = write_hpo_report(result, args.out)
     print(markdown_table(result))
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _compare_hpo(args: argparse.Namespace) -> int:
+    from bo.hpo_compare import compare_final_regret
+
+    result = compare_final_regret(
+        args.a, args.b, optimizer_a=args.optimizer, optimizer_b=args.against
+    )
+    print(f"A: {args.optimizer} in {args.a}\nB: {result.optimizer_b} in {args.b}")
+    print(f"final regret, B - A: {result.describe()}")
     return 0
 
 

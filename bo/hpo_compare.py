@@ -1,0 +1,106 @@
+"""Paired comparison of two simulated-HPO results (``curvepfn evaluate hpo-compare``).
+
+Two runs of ``curvepfn evaluate hpo`` on the same tables and seeds (e.g. two settings of the
+optimiser) are compared run by run: for each (table, seed), the final normalised regret of one
+optimizer in result B minus that of one optimizer in result A. Pairing removes the spread between
+tables, which dominates the standard errors of the means in ``results.md``; the same function
+compares two optimizers of one result (A = B).
+
+Shapes: ``R`` paired runs (tables x seeds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PairedComparison", "compare_final_regret", "load_final_regrets"]
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Final normalised regret of ``optimizer_b`` in B minus that of ``optimizer_a`` in A, paired
+    by (table, seed): negative means B is better."""
+
+    optimizer_a: str
+    optimizer_b: str
+    n_runs: int  # R
+    mean: float  # mean of the R differences
+    se: float  # its standard error (0 for one run)
+    n_b_better: int  # runs where B's regret is lower
+    n_b_worse: int
+    n_equal: int
+
+    def describe(self) -> str:
+        """One line, e.g. ``-0.0105 ± 0.0071 over 93 runs (B better in 26, worse in 23, equal
+        in 44)``."""
+        return (
+            f"{self.mean:+.4f} ± {self.se:.4f} over {self.n_runs} runs (B better in "
+            f"{self.n_b_better}, worse in {self.n_b_worse}, equal in {self.n_equal})"
+        )
+
+
+def load_final_regrets(path: str | Path, optimizer: str) -> dict[tuple[str, int], float]:
+    """``{(table, seed): final regret}`` of ``optimizer`` in a ``results.json`` written by
+    ``curvepfn evaluate hpo`` (``path`` may be the file or its folder).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not such a result, or ``optimizer`` is not in it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict) or "runs" not in payload:
+        raise ValueError(f"{path} is not a results.json of `curvepfn evaluate hpo`")
+    found = sorted({run["optimizer"] for run in payload["runs"]})
+    regrets = {
+        (run["table"], int(run["seed"])): float(run["final_regret"])
+        for run in payload["runs"]
+        if run["optimizer"] == optimizer
+    }
+    if not regrets:
+        raise ValueError(f"{path} has no runs of optimizer {optimizer!r} (it has {found})")
+    return regrets
+
+
+def compare_final_regret(
+    a: str | Path,
+    b: str | Path,
+    *,
+    optimizer_a: str = "freeze-thaw",
+    optimizer_b: str | None = None,
+) -> PairedComparison:
+    """Pair ``optimizer_b`` (default: ``optimizer_a``) in result ``b`` with ``optimizer_a`` in
+    result ``a`` by (table, seed).
+
+    Raises:
+        ValueError: the two results do not hold the same (table, seed) runs (a paired
+            comparison of different runs would be silently wrong), or an optimizer is missing.
+    """
+    optimizer_b = optimizer_a if optimizer_b is None else optimizer_b
+    ra = load_final_regrets(a, optimizer_a)
+    rb = load_final_regrets(b, optimizer_b)
+    if ra.keys() != rb.keys():
+        only_a, only_b = sorted(ra.keys() - rb.keys()), sorted(rb.keys() - ra.keys())
+        raise ValueError(
+            f"the results hold different (table, seed) runs: {len(only_a)} only in A "
+            f"(e.g. {only_a[:2]}), {len(only_b)} only in B (e.g. {only_b[:2]})"
+        )
+    keys = sorted(ra)
+    diff = np.array([rb[k] - ra[k] for k in keys])  # (R,)
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return PairedComparison(
+        optimizer_a=optimizer_a,
+        optimizer_b=optimizer_b,
+        n_runs=int(diff.size),
+        mean=float(diff.mean()),
+        se=se,
+        n_b_better=int((diff < 0).sum()),
+        n_b_worse=int((diff > 0).sum()),
+        n_equal=int((diff == 0).sum()),
+    )

@@ -1,0 +1,58 @@
+"""Paired comparison of two `evaluate hpo` results (bo/hpo_compare.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bo.cli import main
+from bo.hpo_compare import compare_final_regret, load_final_regrets
+
+
+def _write(path, regrets: dict[str, list[float]], tables=("t0", "t1")) -> None:
+    """A results.json with, per optimizer, one final regret per (table, seed), table-major."""
+    runs = []
+    for name, values in regrets.items():
+        keys = [(t, s) for t in tables for s in range(len(values) // len(tables))]
+        for (table, seed), v in zip(keys, values, strict=True):
+            runs.append({"optimizer": name, "table": table, "seed": seed, "final_regret": v})
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps({"runs": runs[::-1]}))  # order must not matter
+
+
+def test_paired_difference_of_two_results(tmp_path):
+    a = [0.1, 0.2, 0.3, 0.0]
+    b = [0.05, 0.2, 0.4, 0.0]
+    _write(tmp_path / "a", {"freeze-thaw": a, "asha": [0.0] * 4})
+    _write(tmp_path / "b", {"freeze-thaw": b})
+    out = compare_final_regret(tmp_path / "a", tmp_path / "b" / "results.json")
+    diff = np.subtract(b, a)
+    assert out.n_runs == 4 and out.mean == pytest.approx(diff.mean())
+    assert out.se == pytest.approx(diff.std(ddof=1) / 2)
+    assert (out.n_b_better, out.n_b_worse, out.n_equal) == (1, 1, 2)
+    # two optimizers of one result
+    vs = compare_final_regret(tmp_path / "a", tmp_path / "a", optimizer_b="asha")
+    assert vs.mean == pytest.approx(-np.mean(a)) and vs.n_b_better == 3 and vs.n_equal == 1
+
+
+def test_refuses_results_of_other_runs_or_optimizers(tmp_path):
+    _write(tmp_path / "a", {"freeze-thaw": [0.1, 0.2, 0.3, 0.4]})
+    _write(tmp_path / "b", {"freeze-thaw": [0.1, 0.2]})  # one seed per table, not two
+    with pytest.raises(ValueError, match="different \\(table, seed\\) runs"):
+        compare_final_regret(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(ValueError, match="no runs of optimizer 'asha'.*freeze-thaw"):
+        load_final_regrets(tmp_path / "a", "asha")
+    (tmp_path / "c.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a results.json"):
+        load_final_regrets(tmp_path / "c.json", "freeze-thaw")
+
+
+def test_command_line(tmp_path, capsys):
+    _write(tmp_path / "a", {"freeze-thaw": [0.1, 0.2, 0.3, 0.4]})
+    _write(tmp_path / "b", {"freeze-thaw": [0.0, 0.2, 0.3, 0.4]})
+    assert main(["evaluate", "hpo-compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "B - A: -0.0250 ± 0.0250 over 4 runs (B better in 1, worse in 0, equal in 3)" in (
+        capsys.readouterr().out
+    )
