@@ -44,6 +44,7 @@ from scipy.stats import rankdata
 from bo.acquisition import DEFAULT_ACQUISITION
 from bo.freeze_thaw import FreezeThawConfig
 from pfn.curve_table import CurveTable, read_curve_tables
+from pfn.evaluate import standard_error
 from pfn.scaling import MetricScaler
 
 __all__ = [
@@ -750,7 +751,7 @@ def evaluate_hpo(
                     optimizer=opt.name,
                     budget=b,
                     regret=float(reg.mean()),
-                    regret_se=float(reg.std(ddof=1) / np.sqrt(reg.size)) if reg.size > 1 else 0.0,
+                    regret_se=standard_error(reg),
                     rank=float(rank[o, :, b - 1].mean()),
                     n_runs=n_runs,
                 )

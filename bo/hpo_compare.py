@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pfn.evaluate import standard_error
+
 __all__ = ["PairedComparison", "compare_final_regret", "load_final_regrets"]
 
 
@@ -57,13 +59,13 @@ def load_final_regrets(path: str | Path, optimizer: str) -> dict[tuple[str, int]
     payload = json.loads(path.read_text())
     if not isinstance(payload, dict) or "runs" not in payload:
         raise ValueError(f"{path} is not a results.json of `curvepfn evaluate hpo`")
-    found = sorted({run["optimizer"] for run in payload["runs"]})
     regrets = {
         (run["table"], int(run["seed"])): float(run["final_regret"])
         for run in payload["runs"]
         if run["optimizer"] == optimizer
     }
     if not regrets:
+        found = sorted({run["optimizer"] for run in payload["runs"]})
         raise ValueError(f"{path} has no runs of optimizer {optimizer!r} (it has {found})")
     return regrets
 
@@ -93,13 +95,12 @@ def compare_final_regret(
         )
     keys = sorted(ra)
     diff = np.array([rb[k] - ra[k] for k in keys])  # (R,)
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
     return PairedComparison(
         optimizer_a=optimizer_a,
         optimizer_b=optimizer_b,
         n_runs=int(diff.size),
         mean=float(diff.mean()),
-        se=se,
+        se=standard_error(diff),
         n_b_better=int((diff < 0).sum()),
         n_b_worse=int((diff > 0).sum()),
         n_equal=int((diff == 0).sum()),

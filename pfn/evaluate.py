@@ -57,6 +57,7 @@ __all__ = [
     "evaluate_prior",
     "evaluate_surrogate",
     "make_method",
+    "standard_error",
     "markdown_table",
     "write_report",
 ]
@@ -237,10 +238,10 @@ class SurrogateEvalResult:
             raise ValueError(f"no task scored for both {method!r} and {against!r} at N={n_context}")
         diff = np.array([a[k] - b[k] for k in keys])
         return PairedDifference(method, against, n_context, metric, float(diff.mean()),
-                                _standard_error(diff), diff.size)  # fmt: skip
+                                standard_error(diff), diff.size)  # fmt: skip
 
 
-def _standard_error(values: np.ndarray) -> float:
+def standard_error(values: np.ndarray) -> float:
     """Standard error of the mean of ``values`` (1-D); 0 with fewer than two."""
     return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
 
@@ -359,13 +360,13 @@ def _aggregate(records: list[TaskRecord], config: SurrogateEvalConfig) -> list[M
                     method=method,
                     n_context=n,
                     ll=float(ll.mean()),
-                    ll_se=_standard_error(ll),
+                    ll_se=standard_error(ll),
                     mse=float(mse.mean()),
                     coverage=float(np.mean([r.coverage for r in rs])),
                     time_s=float(np.mean([r.time_s for r in rs])),
                     n_tasks=len(rs),
                     n_targets=int(sum(r.n_targets for r in rs)),
-                    mse_se=_standard_error(mse),
+                    mse_se=standard_error(mse),
                     share_on_bound=float(np.mean([r.n_on_bound / r.n_targets for r in rs])),
                     coverage_inside=float(np.mean(inside)) if inside else float("nan"),
                 )
@@ -648,6 +649,6 @@ def evaluate_prior(
         prior=prior,
         n_tasks=n_tasks,
         ll={f: float(v.mean()) for f, v in lls.items()},
-        ll_se={f: _standard_error(v) for f, v in lls.items()},
+        ll_se={f: standard_error(v) for f, v in lls.items()},
         single_weight=surrogate.single_weight,
     )

@@ -170,7 +170,7 @@ class ViewMixture(Forecast):
             ):
                 raise ValueError("the two views must share their bucket borders and edge atoms")
 
-    @property
+    @cached_property
     def _reads_single(self) -> np.ndarray:
         """(M,) bool: the targets whose predictive mixes in the single-curve view."""
         return (
@@ -201,8 +201,8 @@ class ViewMixture(Forecast):
         if not sel.any():
             return self.context
         # (U, K) -> (S, K); log_softmax again costs U rows only, and lets `single` hold logits
-        single = self._single().distribution.log_probs(self._single().logits)
-        single = single[torch.from_numpy(self.single_index[sel])]
+        part = self._single()
+        single = part.distribution.log_probs(part.logits)[torch.from_numpy(self.single_index[sel])]
         logits = self.context.distribution.log_probs(self.context.logits)
         rows = torch.from_numpy(sel)
         if self.weight < 1.0:
