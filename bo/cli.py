@@ -91,6 +91,12 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         help="unstarted table rows freeze-thaw scores per decision (default: %(default)s; "
         "FreezeThawConfig.n_candidates)",
     )
+    hpo.add_argument(
+        "--repeat-configs",
+        action="store_true",
+        help="let freeze-thaw start a row whose configuration a started run already has, while "
+        "untried ones remain (default: untried ones first; FreezeThawConfig.repeat_configs)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
     compare = subparsers.add_parser(
@@ -126,6 +132,7 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
                 score_range=args.score_range,
                 single_weight=args.single_weight,
                 n_candidates=args.candidates,
+                repeat_configs=args.repeat_configs,
             ),
         )
         if name == "freeze-thaw"

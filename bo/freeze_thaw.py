@@ -74,6 +74,7 @@ __all__ = [
 
 
 SCORE_RANGES = ("data", "bounds")  # FreezeThawConfig.score_range: the default first
+_NEW_DRAWS = 100  # random draws for an untried configuration before a repeat is accepted
 
 
 class NothingToAsk(RuntimeError):
@@ -117,6 +118,13 @@ class FreezeThawConfig:
     # default, chosen by log-likelihood on real curves; the optimiser's regret with it and with
     # 0 is in checkpoints/README.md, "In the optimiser".
     single_weight: float = DEFAULT_SINGLE_WEIGHT
+    # Whether a new run may repeat the configuration of a run already started. False (default):
+    # new runs are drawn from the configurations not yet tried while any is left (a table's rows
+    # whose encoding differs from every started run's; a pool from a space without the samples
+    # that coincide with a started run, as a discrete space's do); only then repeats. On LCDB,
+    # whose rows are 20 learners x up to 25 seeds, 75% of the runs started with repeats allowed
+    # were another seed of a learner already tried (checkpoints/README.md, "In the optimiser").
+    repeat_configs: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "single_weight", float(self.single_weight))  # JSON-safe
@@ -250,6 +258,7 @@ class FreezeThaw:
         self._history: list[Record] = []
         self._n_asks = 0
         self._started_rows: set[int] = set()
+        self._started_keys: set[bytes] = set()  # _config_key of every started run
         self._journal: Journal | None = None
         if state_dir is not None:
             try:
@@ -430,7 +439,7 @@ class FreezeThaw:
         """(Q, D) encoded new configurations, and their table rows (None without a table)."""
         n = self.config.n_candidates
         if self.candidates is not None:
-            free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
+            free = self._free_rows()
             if free.size > n:
                 free = np.sort(rng.choice(free, size=n, replace=False))
             return self.candidates.encoded[free], free
@@ -450,18 +459,58 @@ class FreezeThaw:
                 self.space.perturb_encoded(best.config, n_local, scale=self.config.local_scale,
                                            seed=seed + 2)
             )  # fmt: skip
-        return np.concatenate(parts), None
+        pool = np.concatenate(parts)
+        if not self.config.repeat_configs:
+            untried = self._untried(pool)
+            if untried.any():
+                pool = pool[untried]
+            elif (x := self._draw_untried(rng)) is not None:  # every sample repeats a run
+                pool = x[None, :]
+        return pool, None
+
+    def _free_rows(self) -> np.ndarray:
+        """Rows of the candidate table a new run may take: unstarted and, unless
+        ``config.repeat_configs``, of an untried configuration while any is left."""
+        assert self.candidates is not None
+        free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
+        if not self.config.repeat_configs and free.size:
+            untried = free[self._untried(self.candidates.encoded[free])]
+            if untried.size:
+                return untried
+        return free
+
+    def _untried(self, X: np.ndarray) -> np.ndarray:
+        """(Q,) bool: which rows of ``X`` (Q, D) differ from every started run's configuration."""
+        rounded = _round_configs(X)  # one array op, then a set lookup per row
+        seen = self._started_keys
+        return np.fromiter((r.tobytes() not in seen for r in rounded), bool, count=X.shape[0])
 
     def _random_new(self, rng: np.random.Generator) -> tuple[np.ndarray, int | None]:
         if self.candidates is not None:
-            free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
+            free = self._free_rows()
             if free.size == 0:
                 raise NothingToAsk("nothing to ask: every candidate has been started")
             row = int(rng.choice(free))
             return self.candidates.encoded[row], row
         assert self.space is not None
+        if not self.config.repeat_configs and (x := self._draw_untried(rng)) is not None:
+            return x, None
+        return self._draw(rng), None
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        """(D,) the exact encoding of a uniformly random configuration of the space."""
+        assert self.space is not None
         config = self.space.sample(1, seed=int(rng.integers(2**31)), method="random")[0]
-        return self.space.encode(config), None
+        return self.space.encode(config)
+
+    def _draw_untried(self, rng: np.random.Generator) -> np.ndarray | None:
+        """(D,) a random configuration of the space that no run has started, or None when
+        :data:`_NEW_DRAWS` draws found none (a small discrete space may be exhausted)."""
+        for _ in range(_NEW_DRAWS):
+            x = self._draw(rng)
+            if self._untried(x[None, :])[0]:
+                return x
+        return None
 
     def _new_run(self, x: np.ndarray, row: int | None) -> _Run:
         if row is not None and self.candidates is not None:
@@ -475,6 +524,7 @@ class FreezeThaw:
     def _add_run(self, config: dict[str, Any], x: np.ndarray, row: int | None) -> _Run:
         run = _Run(id=len(self._runs), config=config, x=x, candidate=row)
         self._runs.append(run)
+        self._started_keys.add(_config_key(x))
         if row is not None:
             self._started_rows.add(row)
         return run
@@ -537,6 +587,9 @@ class FreezeThaw:
                 # only when nonzero, so that journals written before it existed (with the
                 # context view alone, then the default) resume with single_weight=0
                 **({"single_weight": w} if (w := self.config.single_weight) else {}),
+                # only when set, so that journals written before it existed resume (later
+                # decisions then avoid repeats, as the installed default does)
+                **({"repeat_configs": True} if self.config.repeat_configs else {}),
             },
         }
 
@@ -562,3 +615,14 @@ class FreezeThaw:
                 self._apply_failure(self._runs[ev.run], ev.step)
             else:
                 self._apply_release(self._runs[ev.run])
+
+
+def _round_configs(X: np.ndarray) -> np.ndarray:
+    """Encoded configurations (..., D) rounded so that equal configurations are equal bit for bit
+    (encodings of Int and Categorical values are exact; 1e-9 absorbs a float's round trip)."""
+    return np.round(np.asarray(X, dtype=np.float64), 9) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _config_key(x: np.ndarray) -> bytes:
+    """A hashable key of one encoded configuration (D,); see :func:`_round_configs`."""
+    return _round_configs(x).tobytes()

@@ -124,6 +124,56 @@ def test_candidate_table_rows_are_started_once(tiny):
         ft.ask()
 
 
+def _table_starts(tiny, encoded: np.ndarray, config: FreezeThawConfig, seed: int) -> list[int]:
+    """The rows a FreezeThaw over ``encoded`` starts, in order, until every row has run."""
+    ft = FreezeThaw(None, candidates=CandidateTable.from_encoded(encoded), max_steps=1,
+                    surrogate=tiny, seed=seed, config=config)  # fmt: skip
+    starts = []
+    for _ in range(len(encoded)):  # max_steps=1: every ask starts a row
+        t = ft.ask()
+        starts.append(t.candidate)
+        ft.tell(t, float(encoded[t.candidate].sum()))
+    return starts
+
+
+@pytest.mark.parametrize("n_candidates", [1, 3])
+def test_untried_configurations_come_before_repeats(tiny, n_candidates):
+    # a table as LCDB's: configuration 0 repeated 6 times (seeds), configurations 1 and 2 once
+    distinct = np.random.default_rng(0).random((3, 3))
+    encoded = distinct[[0, 0, 1, 0, 0, 2, 0, 0]]
+    key = {tuple(c): i for i, c in enumerate(distinct)}
+    repeats_allowed = 0
+    for seed in range(6):
+        config = FreezeThawConfig(n_candidates=n_candidates)
+        starts = _table_starts(tiny, encoded, config, seed)
+        assert sorted(starts) == list(range(8))  # then every repeat is still run
+        first = [key[tuple(encoded[r])] for r in starts[:3]]
+        assert sorted(first) == [0, 1, 2]  # every configuration before any repeat
+        again = _table_starts(tiny, encoded, FreezeThawConfig(n_candidates=n_candidates,
+                                                               repeat_configs=True), seed)
+        repeats_allowed += len({key[tuple(encoded[r])] for r in again[:3]}) < 3
+    assert repeats_allowed >= 3  # 6 of 8 rows repeat one configuration: repeats come early
+
+
+def test_a_discrete_space_is_not_repeated_while_untried_configurations_remain(tiny):
+    space = Space({"a": Categorical(["x", "y", "z"]), "b": Int(1, 2)})  # 6 configurations
+    for n_candidates, seed in [(1, 0), (1, 1), (8, 0), (8, 1)]:
+        ft = FreezeThaw(space, max_steps=1, surrogate=tiny, seed=seed,
+                        config=FreezeThawConfig(n_candidates=n_candidates))  # fmt: skip
+        pending = [ft.ask() for _ in range(2)]  # both random starts, before any tell
+        for t in pending:
+            ft.tell(t, 0.5)
+        starts = [tuple(t.config.values()) for t in pending]
+        for _ in range(4):
+            t = ft.ask()
+            starts.append(tuple(t.config.values()))
+            ft.tell(t, 0.5)
+        assert len(set(starts)) == 6  # the six configurations, none twice
+        t = ft.ask()  # the space is exhausted: a repeat, not an error
+        assert tuple(t.config.values()) in set(starts)
+    assert "repeat_configs" not in ft._settings()["config"]  # old journals resume
+
+
 def test_default_acquisition_is_mfei_everywhere(tiny):
     from bo.acquisition import DEFAULT_ACQUISITION
     from bo.hpo_benchmark import FreezeThawOptimizer

@@ -6,9 +6,11 @@ import pytest
 
 from bo import hpo_benchmark as hb
 from bo.cli import main
+from bo.freeze_thaw import FreezeThawConfig
 from bo.hpo_benchmark import (
     OPTIMIZERS,
     BudgetExhausted,
+    FreezeThawOptimizer,
     OptunaPrunerOptimizer,
     RandomSearch,
     RegretScale,
@@ -305,28 +307,52 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert payload["optimizers"] == ["freeze-thaw"]
     assert main(args[:-1] + [str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
-    # another acquisition: a different search on the same seed
-    assert main(args + ["--acquisition", "ucb-random", "--out", str(tmp_path / "ucb")]) == 0
-    ucb = json.loads((tmp_path / "ucb" / "results.json").read_text())
-    assert ucb["mean_regret"] != payload["mean_regret"] or ucb["runs"] != payload["runs"]
+    again = tmp_path / "again"  # deterministic: the same search again
+    assert main(args + ["--out", str(again)]) == 0
+    assert _search(json.loads((again / "results.json").read_text())) == _search(payload)
     with pytest.raises(SystemExit):
         main(args + ["--acquisition", "bogus", "--out", str(out)])
-    # scores from the bounds: another search on the same seed
-    assert main(args + ["--score-range", "bounds", "--out", str(tmp_path / "data")]) == 0
-    data = json.loads((tmp_path / "data" / "results.json").read_text())
-    assert data["mean_regret"] != payload["mean_regret"] or data["runs"] != payload["runs"]
-    # the single-curve view mixed into the decisions: another search on the same seed
-    assert main(args + ["--single-weight", "1", "--out", str(tmp_path / "single")]) == 0
-    single = json.loads((tmp_path / "single" / "results.json").read_text())
-    assert single["mean_regret"] != payload["mean_regret"] or single["runs"] != payload["runs"]
     assert main(args + ["--single-weight", "2", "--out", str(out)]) == 2
     assert "single_weight must lie in [0, 1]" in capsys.readouterr().err
-    # a larger pool of new configurations per decision: another search on the same seed
-    assert main(args + ["--candidates", "8", "--out", str(tmp_path / "pool")]) == 0
-    pool = json.loads((tmp_path / "pool" / "results.json").read_text())
-    assert pool["mean_regret"] != payload["mean_regret"] or pool["runs"] != payload["runs"]
     assert main(args + ["--candidates", "0", "--out", str(out)]) == 2
     assert "n_candidates must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], ("mfei-random", FreezeThawConfig())),
+        (["--acquisition", "ucb-random"], ("ucb-random", FreezeThawConfig())),
+        (["--score-range", "bounds"], ("mfei-random", FreezeThawConfig(score_range="bounds"))),
+        (["--single-weight", "1"], ("mfei-random", FreezeThawConfig(single_weight=1.0))),
+        (["--candidates", "8"], ("mfei-random", FreezeThawConfig(n_candidates=8))),
+        (["--repeat-configs"], ("mfei-random", FreezeThawConfig(repeat_configs=True))),
+    ],
+)
+def test_cli_settings_reach_freeze_thaw(curve_file, tmp_path, capsys, monkeypatch, flags,
+                                        expected):  # fmt: skip
+    """Each flag sets the FreezeThawOptimizer that evaluate_hpo is given (and nothing else)."""
+    given = []
+
+    def spy(path, *, optimizers, **kwargs):
+        given.extend(optimizers)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(hb, "evaluate_hpo", spy)
+    args = ["evaluate", "hpo", "--data", str(curve_file), "--optimizers", "freeze-thaw,random"]
+    assert main(args + flags + ["--out", str(tmp_path)]) == 2
+    assert "stopped by the test" in capsys.readouterr().err
+    ft, other = given
+    assert other == "random" and isinstance(ft, FreezeThawOptimizer)
+    assert (ft.acquisition, ft.config) == expected
+
+
+def _search(payload: dict) -> list[tuple]:
+    """What a search did, run by run (not its wall time, which differs between equal runs)."""
+    return [
+        (r["table"], r["seed"], r["n_starts"], r["n_resumes"], r["n_configs"], r["final_regret"])
+        for r in payload["runs"]
+    ] + [payload["mean_regret"]]
 
 
 def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):
