@@ -363,6 +363,23 @@ def test_cli_rejects_an_unknown_optimizer(curve_file, tmp_path, capsys):
     assert hb.REPORT_BUDGETS == (100, 300, 1000)
 
 
+def test_freeze_thaw_adapter_passes_its_config(curve_file, tiny_checkpoint_path):
+    # acc_task: 3 learners x 4 seeds, rows 4 apart; the adapter's FreezeThaw gets its config
+    table = read_curve_tables(curve_file, ["acc_task"])[0]
+    first_three = {}
+    for repeats in (False, True):
+        opt = FreezeThawOptimizer(checkpoint=str(tiny_checkpoint_path),
+                                  config=FreezeThawConfig(repeat_configs=repeats))  # fmt: skip
+        learners = []
+        for seed in range(4):
+            rows = simulate(opt, table, budget=40, seed=seed).rows
+            started = list(dict.fromkeys(rows[rows >= 0].tolist()))
+            learners.append(len({int(table.configs[r].argmax()) for r in started[:3]}))
+        first_three[repeats] = learners
+    assert first_three[False] == [3, 3, 3, 3]  # the three learners before any second seed
+    assert min(first_three[True]) < 3  # with repeats allowed, a second seed comes earlier
+
+
 def test_freeze_thaw_adapter_spends_the_budget_honestly(curve_file, tiny_checkpoint_path):
     from bo.hpo_benchmark import FreezeThawOptimizer, simulate
 
