@@ -262,7 +262,14 @@ class FreezeThaw:
         self._history: list[Record] = []
         self._n_asks = 0
         self._started_rows: set[int] = set()
-        self._started_keys: set[bytes] = set()  # _config_key of every started run
+        self._started_keys: set[bytes] = set()  # _config_key of every run sampled from the space
+        # a table's rows grouped by configuration once (repeats share a group): (C,) group ids,
+        # and which groups a run has started
+        self._row_group = np.zeros(0, dtype=np.int64)
+        if candidates is not None:
+            _, inverse = np.unique(_round_configs(candidates.encoded), axis=0, return_inverse=True)
+            self._row_group = inverse.reshape(-1)
+        self._group_started = np.zeros(self._row_group.max(initial=-1) + 1, dtype=bool)
         self._journal: Journal | None = None
         if state_dir is not None:
             try:
@@ -477,14 +484,15 @@ class FreezeThaw:
         ``config.repeat_configs``, of an untried configuration while any is left."""
         assert self.candidates is not None
         free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
-        if not self.config.repeat_configs and free.size:
-            untried = free[self._untried(self.candidates.encoded[free])]
+        if not self.config.repeat_configs:
+            untried = free[~self._group_started[self._row_group[free]]]
             if untried.size:
                 return untried
         return free
 
     def _untried(self, X: np.ndarray) -> np.ndarray:
-        """(Q,) bool: which rows of ``X`` (Q, D) differ from every started run's configuration."""
+        """(Q,) bool: which points ``X`` (Q, D) of the space differ from every started run's
+        configuration (a table's rows use their groups instead, see :meth:`_free_rows`)."""
         rounded = _round_configs(X)  # one array op, then a set lookup per row
         seen = self._started_keys
         return np.fromiter((r.tobytes() not in seen for r in rounded), bool, count=X.shape[0])
@@ -528,9 +536,11 @@ class FreezeThaw:
     def _add_run(self, config: dict[str, Any], x: np.ndarray, row: int | None) -> _Run:
         run = _Run(id=len(self._runs), config=config, x=x, candidate=row)
         self._runs.append(run)
-        self._started_keys.add(_config_key(x))
         if row is not None:
             self._started_rows.add(row)
+            self._group_started[self._row_group[row]] = True
+        else:
+            self._started_keys.add(_config_key(x))
         return run
 
     # ---- bookkeeping ---------------------------------------------------------------------------
