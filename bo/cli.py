@@ -97,6 +97,13 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         help="let freeze-thaw start a row whose configuration a started run already has, while "
         "untried ones remain (default: untried ones first; FreezeThawConfig.repeat_configs)",
     )
+    hpo.add_argument(
+        "--permutations",
+        type=int,
+        default=FreezeThawConfig().permutations,
+        help="random orders of the hyperparameters freeze-thaw averages per decision "
+        "(default: %(default)s; 0: the encoding's order; FreezeThawConfig.permutations)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
     compare = subparsers.add_parser(
@@ -133,6 +140,7 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
                 single_weight=args.single_weight,
                 n_candidates=args.candidates,
                 repeat_configs=args.repeat_configs,
+                permutations=args.permutations,
             ),
         )
         if name == "freeze-thaw"

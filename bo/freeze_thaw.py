@@ -129,6 +129,14 @@ class FreezeThawConfig:
     # to 0.054 on all 124 tables (checkpoints/README.md, "In the optimiser"). No effect where
     # every configuration differs (TaskSet, a space with a Float).
     repeat_configs: bool = False
+    # Random orders of the hyperparameters averaged per decision (0: the encoding's order alone).
+    # The surrogate's prior is exchangeable over hyperparameter slots and over a categorical's
+    # choices, but the trained network is not: it has preferences for slots. Each decision draws
+    # this many random orders (of the parameters, and of each categorical's one-hot dimensions),
+    # scores every query under each, and averages the acquisition values (for PI and EI, the
+    # acquisition of the mixture of the predictives). One order costs no more than none and
+    # turns a systematic slot preference into noise; K orders cost K forward passes.
+    permutations: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "single_weight", float(self.single_weight))  # JSON-safe
@@ -136,6 +144,8 @@ class FreezeThawConfig:
             raise ValueError(f"single_weight must lie in [0, 1], got {self.single_weight}")
         if self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        if self.permutations < 0:
+            raise ValueError(f"permutations must be >= 0, got {self.permutations}")
         if self.score_range not in SCORE_RANGES:
             raise ValueError(f"score_range must be one of {SCORE_RANGES}, got {self.score_range!r}")
         if not (0 <= self.share_sobol and 0 <= self.share_local and
@@ -253,6 +263,7 @@ class FreezeThaw:
         self.acquisition, self.seed, self.config = acquisition, seed, config
         self.surrogate = surrogate if surrogate is not None else Surrogate.load()
         self.dim = candidates.dim if candidates is not None else space.dim  # type: ignore[union-attr]
+        self._groups = candidates.groups if candidates is not None else space.groups  # type: ignore[union-attr]
         if self.dim > self.surrogate.config.max_hps:
             raise ValueError(
                 f"the space has {self.dim} encoded dimensions, more than the surrogate's "
@@ -436,15 +447,32 @@ class FreezeThaw:
         qry_curve = paused + list(range(len(runs), len(runs) + new_x.shape[0]))
         qry_t = [min(runs[i].step + look.horizon, self.max_steps) / self.max_steps for i in paused]
         qry_t += [min(look.horizon, self.max_steps) / self.max_steps] * new_x.shape[0]
-        fc = self.surrogate.forecast_views(  # the acquisition mixes the two views' scores
-            all_configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
-            qry_curve=qry_curve, qry_t=qry_t, single_weight=self.config.single_weight,
-        )  # fmt: skip
-        pick = pick_argmax(acquisition_values(self.acquisition, fc, look.threshold), rng)
+        orders = [self._random_order(rng) for _ in range(self.config.permutations)]
+        values = np.mean(
+            [
+                acquisition_values(
+                    self.acquisition,
+                    self.surrogate.forecast_views(  # the acquisition mixes the views' scores
+                        all_configs[:, order], ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
+                        qry_curve=qry_curve, qry_t=qry_t, single_weight=self.config.single_weight,
+                    ),  # fmt: skip
+                    look.threshold,
+                )
+                for order in orders or [np.arange(self.dim)]
+            ],
+            axis=0,
+        )  # (Q,)
+        pick = pick_argmax(values, rng)
         if pick < len(paused):
             return runs[paused[pick]]
         j = pick - len(paused)
         return self._new_run(new_x[j], None if new_rows is None else int(new_rows[j]))
+
+    def _random_order(self, rng: np.random.Generator) -> np.ndarray:
+        """(D,) a random order of the encoded dimensions: the parameters shuffled, and each
+        parameter's dimensions (a categorical's one-hot) shuffled within it."""
+        parts = [rng.permutation(np.asarray(g)) for g in self._groups]
+        return np.concatenate([parts[i] for i in rng.permutation(len(parts))] or [np.arange(0)])
 
     def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         """(Q, D) encoded new configurations, and their table rows (None without a table)."""
@@ -604,6 +632,7 @@ class FreezeThaw:
                 # only when set, so that journals written before it existed resume (later
                 # decisions then avoid repeats, as the installed default does)
                 **({"repeat_configs": True} if self.config.repeat_configs else {}),
+                **({"permutations": k} if (k := self.config.permutations) else {}),
             },
         }
 

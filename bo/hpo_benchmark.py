@@ -103,10 +103,10 @@ class Trajectory:
 class TableObjective:
     """Budget accounting on one table: the only access an optimizer has to its values.
 
-    Public: the table's name, sizes, encoded ``configs`` (C, D), ``steps`` (T,), ``times()``,
-    ``higher_is_better`` and bounds, never its curves. Values come from :meth:`start` and
-    :meth:`advance`, one step of budget each; :meth:`observed` repeats what a row's current run
-    has paid for.
+    Public: the table's name, sizes, encoded ``configs`` (C, D) and their ``hp_groups``,
+    ``steps`` (T,), ``times()``, ``higher_is_better`` and bounds, never its curves. Values come
+    from :meth:`start` and :meth:`advance`, one step of budget each; :meth:`observed` repeats
+    what a row's current run has paid for.
     """
 
     def __init__(self, table: CurveTable, *, budget: int) -> None:
@@ -120,6 +120,7 @@ class TableObjective:
         self.lower_bound = table.lower_bound
         self.upper_bound = table.upper_bound
         self.configs = table.configs.copy()  # (C, D) in [0, 1]
+        self.hp_groups = table.hp_groups  # the encoded dims of each hyperparameter
         self.steps = table.steps.copy()  # (T,)
         self.budget = int(budget)
         recorded = ~np.isnan(self._curves)  # (C, T)
@@ -436,7 +437,7 @@ class FreezeThawOptimizer(TabularOptimizer):
 
         if self._surrogate is None:
             self._surrogate = Surrogate.load(self.checkpoint)
-        table = CandidateTable.from_encoded(objective.configs)
+        table = CandidateTable.from_encoded(objective.configs, groups=objective.hp_groups)
         ft = FreezeThaw(
             None,
             candidates=table,

@@ -289,6 +289,12 @@ class Space:
         return self._dim
 
     @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """The encoded dimensions of each parameter, in encoding order: ``(j,)`` for a `Float` or
+        `Int`, the k one-hot dimensions of a k-way `Categorical`."""
+        return tuple(tuple(range(s.start, s.stop)) for s in self._slices.values())
+
+    @property
     def encoded_names(self) -> list[str]:
         """One label per encoded dimension: ``"name"``, or ``"name=choice"`` for one-hot dims."""
         labels = []
@@ -649,6 +655,9 @@ class CandidateTable:
     configs: tuple[dict[str, Any], ...]  # N configurations, in the order of `encoded`
     _: KW_ONLY
     space: Space | None = None  # the space of `configs`; None for `from_encoded`
+    # the encoded dimensions of each parameter (see `Space.groups`); None: those of `space`, or
+    # one parameter per dimension without a space
+    groups: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.encoded.ndim != 2 or self.encoded.shape[0] != len(self.configs):
@@ -656,6 +665,16 @@ class CandidateTable:
                 f"encoded must have shape (len(configs), dim) = ({len(self.configs)}, dim), "
                 f"got {self.encoded.shape}"
             )
+        if self.groups is None:
+            groups = self.space.groups if self.space is not None else _singletons(self.dim)
+        else:
+            groups = tuple(tuple(int(j) for j in g) for g in self.groups)
+            if sorted(j for g in groups for j in g) != list(range(self.dim)) or not all(groups):
+                raise ValueError(
+                    f"groups must split the {self.dim} encoded dims into non-empty parts, "
+                    f"got {self.groups!r}"
+                )
+        object.__setattr__(self, "groups", groups)
 
     @classmethod
     def from_configs(cls, space: Space, configs: Sequence[Mapping[str, Any]]) -> CandidateTable:
@@ -676,12 +695,17 @@ class CandidateTable:
 
     @classmethod
     def from_encoded(
-        cls, encoded: np.ndarray, *, names: Sequence[str] | None = None
+        cls,
+        encoded: np.ndarray,
+        *,
+        names: Sequence[str] | None = None,
+        groups: Sequence[Sequence[int]] | None = None,
     ) -> CandidateTable:
         """A table of points already encoded, ``encoded`` (N, D) in ``[0, 1]``.
 
         ``names`` labels the D dimensions (default ``"x0"``, ``"x1"``, ...); ``config(i)`` is then
-        ``{names[j]: encoded[i, j]}``.
+        ``{names[j]: encoded[i, j]}``. ``groups`` gives the dimensions of each parameter when
+        some parameter spans several (a one-hot categorical); default: one per dimension.
         """
         X = np.array(encoded, dtype=np.float64)  # a copy the caller cannot change
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -697,7 +721,7 @@ class CandidateTable:
         configs = tuple(
             {label: float(v) for label, v in zip(labels, row, strict=True)} for row in X
         )
-        return cls(X, configs)
+        return cls(X, configs, groups=None if groups is None else tuple(map(tuple, groups)))
 
     @property
     def dim(self) -> int:
@@ -710,3 +734,8 @@ class CandidateTable:
     def config(self, i: int) -> dict[str, Any]:
         """The ``i``-th configuration (a fresh dict); IndexError when out of range."""
         return dict(self.configs[i])
+
+
+def _singletons(dim: int) -> tuple[tuple[int, ...], ...]:
+    """One group per encoded dimension."""
+    return tuple((j,) for j in range(dim))

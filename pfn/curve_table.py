@@ -68,6 +68,21 @@ class CurveTable:
         """T."""
         return int(self.curves.shape[1])
 
+    @property
+    def hp_groups(self) -> tuple[tuple[int, ...], ...]:
+        """The encoded dimensions of each raw hyperparameter: ``(j,)`` for a numeric one, the
+        consecutive one-hot dimensions ``"name=category"`` of the categorical one."""
+        groups: list[list[int]] = []
+        prev = None
+        for j, label in enumerate(self.hp_names):
+            key = label.split("=", 1)[0] if "=" in label else None
+            if key is not None and key == prev:
+                groups[-1].append(j)
+            else:
+                groups.append([j])
+            prev = key
+        return tuple(tuple(g) for g in groups)
+
     def times(self, mode: str = "step") -> np.ndarray:
         """(T,) normalised times in (0, 1], the last being 1."""
         if mode == "index":

@@ -230,6 +230,93 @@ def test_new_configurations_are_scored_on_the_context_view(tiny, monkeypatch):
         np.testing.assert_array_equal(views.single_index >= 0, has_points)
 
 
+MIXED = Space({"lr": Float(1e-4, 1e-1, log=True), "act": Categorical(["a", "b", "c", "d"]),
+               "depth": Int(1, 4)})  # fmt: skip
+
+
+@pytest.mark.parametrize("permutations", [0, 1, 3])
+def test_decisions_average_random_orders_of_the_parameters(tiny, monkeypatch, permutations):
+    # each decision scores its queries under `permutations` random orders of the encoded dims
+    # (0: the encoding's order) and averages the acquisition values
+    import bo.freeze_thaw as ftm
+
+    calls, orders, picked = [], [], []
+    forecast_views = type(tiny).forecast_views
+    random_order = FreezeThaw._random_order
+
+    def spy(self, configs, **arrays):
+        calls.append((np.asarray(configs), np.asarray(arrays["qry_curve"])))
+        return forecast_views(self, configs, **arrays)
+
+    def slot_zero(acquisition, fc, threshold):  # a network that prefers what sits in slot 0
+        configs, qry = calls[-1]
+        return configs[qry, 0]
+
+    def record(values, rng):  # start the last new configuration: every trial a new run
+        picked.append(np.array(values))
+        return len(values) - 1
+
+    monkeypatch.setattr(type(tiny), "forecast_views", spy)
+    def recorded_order(self, rng):
+        orders.append(random_order(self, rng))
+        return orders[-1]
+
+    monkeypatch.setattr(FreezeThaw, "_random_order", recorded_order)
+    monkeypatch.setattr(ftm, "acquisition_values", slot_zero)
+    monkeypatch.setattr(ftm, "pick_argmax", record)
+    ft = FreezeThaw(MIXED, max_steps=5, minimize=True, surrogate=tiny, seed=3,
+                    config=FreezeThawConfig(n_candidates=6, permutations=permutations))  # fmt: skip
+    trials = []
+    for v in (0.9, 0.8, 0.7, 0.6, 0.5):
+        trials.append(ft.ask())
+        ft.tell(trials[-1], v)
+    k = max(permutations, 1)
+    assert len(calls) == 4 * k == len(picked) * k and len(orders) == 4 * permutations
+    assert len({t.id for t in trials}) == 5
+    for d, values in enumerate(picked):  # decision d follows the first d + 1 runs
+        runs = MIXED.encode_many([dict(t.config) for t in trials[: d + 1]])
+        group = calls[d * k : (d + 1) * k]
+        for i, (configs, qry) in enumerate(group):
+            order = orders[d * k + i] if permutations else np.arange(MIXED.dim)
+            np.testing.assert_allclose(configs[: d + 1], runs[:, order], atol=1e-6)
+            assert np.array_equal(qry, group[0][1])
+        np.testing.assert_allclose(values, np.mean([c[q, 0] for c, q in group], axis=0))
+    if permutations:
+        assert len({tuple(o) for o in orders}) > 1  # a fresh order every time
+
+
+def test_a_random_order_keeps_each_parameter_together(tiny):
+    ft = FreezeThaw(MIXED, max_steps=5, surrogate=tiny)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(300):
+        order = ft._random_order(rng)
+        assert sorted(order.tolist()) == list(range(6))
+        where = np.flatnonzero(np.isin(order, [1, 2, 3, 4]))  # the one-hot dims of "act"
+        assert where.max() - where.min() == 3  # stay adjacent
+        seen.add(tuple(order.tolist()))
+    assert len(seen) > 72  # of 3! orders of the parameters x 4! of the choices = 144
+
+
+def test_the_adapter_keeps_a_categorical_together(curve_file, tiny_checkpoint_path, monkeypatch):
+    from bo.hpo_benchmark import FreezeThawOptimizer, simulate
+    from pfn.curve_table import read_curve_tables
+
+    built = []
+    init = FreezeThaw.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self.candidates.groups)
+
+    monkeypatch.setattr(FreezeThaw, "__init__", spy)
+    table = read_curve_tables(curve_file, ["acc_task"])[0]
+    opt = FreezeThawOptimizer(checkpoint=str(tiny_checkpoint_path),
+                              config=FreezeThawConfig(permutations=1))  # fmt: skip
+    simulate(opt, table, budget=10, seed=0)
+    assert built == [((0, 1, 2),)]
+
+
 def test_bad_settings(tiny):
     with pytest.raises(ValueError, match="max_steps"):
         make(tiny, max_steps=0)

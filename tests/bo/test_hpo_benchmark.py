@@ -316,6 +316,8 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert "single_weight must lie in [0, 1]" in capsys.readouterr().err
     assert main(args + ["--candidates", "0", "--out", str(out)]) == 2
     assert "n_candidates must be >= 1" in capsys.readouterr().err
+    assert main(args + ["--permutations", "-1", "--out", str(out)]) == 2
+    assert "permutations must be >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -327,6 +329,7 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
         (["--single-weight", "1"], ("mfei-random", FreezeThawConfig(single_weight=1.0))),
         (["--candidates", "8"], ("mfei-random", FreezeThawConfig(n_candidates=8))),
         (["--repeat-configs"], ("mfei-random", FreezeThawConfig(repeat_configs=True))),
+        (["--permutations", "2"], ("mfei-random", FreezeThawConfig(permutations=2))),
     ],
 )
 def test_cli_settings_reach_freeze_thaw(curve_file, tmp_path, capsys, monkeypatch, flags,

@@ -440,6 +440,20 @@ def test_candidate_table_from_encoded():
         CandidateTable.from_encoded(X, names=["a", "a"])
 
 
+def test_groups_of_encoded_dimensions():
+    space = Space({"lr": Float(1e-4, 1e-1, log=True), "act": Categorical(["a", "b", "c"]),
+                   "depth": Int(1, 4)})  # fmt: skip
+    assert space.groups == ((0,), (1, 2, 3), (4,))
+    table = CandidateTable.from_configs(space, [{"lr": 1e-3, "act": "b", "depth": 2}])
+    assert table.groups == space.groups
+    X = np.array([[0.2, 1.0, 0.0], [0.7, 0.0, 1.0]])
+    assert CandidateTable.from_encoded(X).groups == ((0,), (1,), (2,))
+    assert CandidateTable.from_encoded(X, groups=[[1, 2], [0]]).groups == ((1, 2), (0,))
+    for bad in ([[0, 1]], [[0, 1], [1, 2]], [[0, 1, 2], []], [[0, 1, 3]]):
+        with pytest.raises(ValueError, match="groups must split the 3 encoded dims"):
+            CandidateTable.from_encoded(X, groups=bad)
+
+
 # --- ConfigSpace -------------------------------------------------------------------------------
 
 

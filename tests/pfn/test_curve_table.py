@@ -47,6 +47,14 @@ def test_constant_column_becomes_one_half_and_categories_become_one_hot():
     np.testing.assert_array_equal(enc, [[0.5], [0.5]])
 
 
+def test_hp_groups_keep_a_categorical_together(curve_file):
+    tables = {t.name: t for t in read_curve_tables(curve_file)}
+    acc = tables["acc_task"]  # one categorical learner column of 3 categories
+    assert acc.hp_groups == ((0, 1, 2),)
+    numeric = tables["loss_task"]
+    assert numeric.hp_groups == tuple((j,) for j in range(numeric.configs.shape[1]))
+
+
 def test_times_step_and_index(curve_file):
     acc = read_curve_tables(curve_file, ["acc_task"])[0]
     np.testing.assert_allclose(acc.times(), acc.steps / 512.0)  # default: step / max step
