@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from bo.acquisition import ACQUISITIONS, DEFAULT_ACQUISITION
-from bo.freeze_thaw import SCORE_RANGES, FreezeThawConfig
+from bo.freeze_thaw import SCORE_RANGES, START_VALUES, FreezeThawConfig
 from pfn import cli as pfn_cli
 from priors import cli as priors_cli
 
@@ -104,6 +104,13 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         help="random orders of the hyperparameters freeze-thaw averages per decision "
         "(default: %(default)s; 0: the encoding's order; FreezeThawConfig.permutations)",
     )
+    hpo.add_argument(
+        "--start-value",
+        choices=START_VALUES,
+        default=FreezeThawConfig().start_value,
+        help="the acquisition value a new run competes with: the pool's best (default) or a "
+        "random pool member's (FreezeThawConfig.start_value)",
+    )
     hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
     hpo.set_defaults(func=_evaluate_hpo)
     compare = subparsers.add_parser(
@@ -141,6 +148,7 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
                 n_candidates=args.candidates,
                 repeat_configs=args.repeat_configs,
                 permutations=args.permutations,
+                start_value=args.start_value,
             ),
         )
         if name == "freeze-thaw"

@@ -75,6 +75,7 @@ __all__ = [
 
 
 SCORE_RANGES = ("data", "bounds")  # FreezeThawConfig.score_range: the default first
+START_VALUES = ("best", "random")  # FreezeThawConfig.start_value: the default first
 _NEW_DRAWS = 100  # random draws for an untried configuration before a repeat is accepted
 
 
@@ -137,6 +138,13 @@ class FreezeThawConfig:
     # acquisition of the mixture of the predictives). One order costs no more than none and
     # turns a systematic slot preference into noise; K orders cost K forward passes.
     permutations: int = 0
+    # Which acquisition value a new run competes with against the paused runs: "best" (default,
+    # as ifBO) the pool's largest; "random" that of a pool member drawn at random, an unbiased
+    # value of starting a new run, while the pool's best is the one started when new wins. With
+    # a pool of one they agree. The largest of many noisy values is biased upwards (the more so
+    # the larger the pool), and starts new runs more often; "random" keeps the model's choice of
+    # *which* configuration and the pool of one's rate of new runs.
+    start_value: str = "best"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "single_weight", float(self.single_weight))  # JSON-safe
@@ -146,6 +154,8 @@ class FreezeThawConfig:
             raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
         if self.permutations < 0:
             raise ValueError(f"permutations must be >= 0, got {self.permutations}")
+        if self.start_value not in START_VALUES:
+            raise ValueError(f"start_value must be one of {START_VALUES}, got {self.start_value!r}")
         if self.score_range not in SCORE_RANGES:
             raise ValueError(f"score_range must be one of {SCORE_RANGES}, got {self.score_range!r}")
         if not (0 <= self.share_sobol and 0 <= self.share_local and
@@ -462,10 +472,17 @@ class FreezeThaw:
             ],
             axis=0,
         )  # (Q,)
-        pick = pick_argmax(values, rng)
-        if pick < len(paused):
+        p = len(paused)
+        if self.config.start_value == "random" and values.size > p + 1:
+            new = values[p:]
+            best = pick_argmax(new, rng)
+            pick = pick_argmax(np.append(values[:p], new[rng.integers(new.size)]), rng)
+            pick = pick if pick < p else p + best
+        else:
+            pick = pick_argmax(values, rng)
+        if pick < p:
             return runs[paused[pick]]
-        j = pick - len(paused)
+        j = pick - p
         return self._new_run(new_x[j], None if new_rows is None else int(new_rows[j]))
 
     def _random_order(self, rng: np.random.Generator) -> np.ndarray:
@@ -633,6 +650,7 @@ class FreezeThaw:
                 # decisions then avoid repeats, as the installed default does)
                 **({"repeat_configs": True} if self.config.repeat_configs else {}),
                 **({"permutations": k} if (k := self.config.permutations) else {}),
+                **({"start_value": v} if (v := self.config.start_value) != "best" else {}),
             },
         }
 

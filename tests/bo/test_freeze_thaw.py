@@ -285,6 +285,45 @@ def test_decisions_average_random_orders_of_the_parameters(tiny, monkeypatch, pe
         assert len({tuple(o) for o in orders}) > 1  # a fresh order every time
 
 
+@pytest.mark.parametrize("start_value", ["best", "random"])
+def test_start_value_decides_whether_the_pool_best_starts(tiny, monkeypatch, start_value):
+    # the paused run is worth 0.5, each new row its coordinate: "best" starts the best row
+    # whenever it beats 0.5; "random" lets a random row's value decide, and starts the best row
+    import bo.freeze_thaw as ftm
+
+    rows = np.linspace(0.0, 1.0, 8)[:, None]  # rows 5, 6, 7 beat 0.5
+    calls = []
+    forecast_views = type(tiny).forecast_views
+
+    def spy(self, configs, **arrays):
+        calls.append((np.asarray(configs), np.asarray(arrays["qry_curve"])))
+        return forecast_views(self, configs, **arrays)
+
+    def values(acquisition, fc, threshold):
+        configs, qry = calls[-1]
+        return np.where(qry < 1, 0.5, configs[qry, 0])  # query 0: the paused run
+
+    monkeypatch.setattr(type(tiny), "forecast_views", spy)
+    monkeypatch.setattr(ftm, "acquisition_values", values)
+    started = []
+    for seed in range(40):
+        config = FreezeThawConfig(n_candidates=8, start_value=start_value)
+        table = CandidateTable.from_encoded(rows)
+        ft = FreezeThaw(None, candidates=table, max_steps=5, surrogate=tiny, seed=seed,
+                        config=config)  # fmt: skip
+        first = ft.ask()
+        ft.tell(first, 0.3)
+        second = ft.ask()
+        if first.candidate != 7:
+            started.append(second.candidate if second.resume_from == 0 else None)
+    new = [c for c in started if c is not None]
+    assert set(new) == {7}  # whenever a new run starts, it is the best row
+    if start_value == "best":
+        assert len(new) == len(started)
+    else:  # 3 of the 7 free rows (2 when row 5 or 6 was first) beat the paused run
+        assert 0.15 * len(started) < len(new) < 0.7 * len(started)
+
+
 def test_a_random_order_keeps_each_parameter_together(tiny):
     ft = FreezeThaw(MIXED, max_steps=5, surrogate=tiny)
     rng = np.random.default_rng(0)
@@ -318,6 +357,10 @@ def test_the_adapter_keeps_a_categorical_together(curve_file, tiny_checkpoint_pa
 
 
 def test_bad_settings(tiny):
+    with pytest.raises(ValueError, match="start_value must be one of"):
+        FreezeThawConfig(start_value="max")
+    with pytest.raises(ValueError, match="permutations must be >= 0"):
+        FreezeThawConfig(permutations=-1)
     with pytest.raises(ValueError, match="max_steps"):
         make(tiny, max_steps=0)
     with pytest.raises(ValueError, match="acquisition"):

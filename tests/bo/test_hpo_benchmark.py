@@ -330,6 +330,7 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
         (["--candidates", "8"], ("mfei-random", FreezeThawConfig(n_candidates=8))),
         (["--repeat-configs"], ("mfei-random", FreezeThawConfig(repeat_configs=True))),
         (["--permutations", "2"], ("mfei-random", FreezeThawConfig(permutations=2))),
+        (["--start-value", "random"], ("mfei-random", FreezeThawConfig(start_value="random"))),
     ],
 )
 def test_cli_settings_reach_freeze_thaw(curve_file, tmp_path, capsys, monkeypatch, flags,
