@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import zlib
 from abc import ABC, abstractmethod
@@ -71,6 +72,7 @@ __all__ = [
 REPORT_BUDGETS = (100, 300, 1000)  # steps at which the summary is reported (capped at the budget)
 _REGRET_FLOOR = 1e-4  # regret 0 drawn at this height on the log-scale plot
 _HPO_EXTRA_HINT = "pip install curvepfn[hpo]"
+_PARENT_POLL_S = 1.0  # how often a worker process checks that its parent lives
 
 
 class BudgetExhausted(RuntimeError):
@@ -667,11 +669,22 @@ def _run_job(
     return scores, regret, records
 
 
-def _init_worker() -> None:
-    """A worker process uses one thread: ``workers`` processes share the machine's cores."""
+def _init_worker(parent: int) -> None:
+    """A worker process uses one thread: ``workers`` processes share the machine's cores. It
+    exits when its parent ``parent`` (pid) is gone: a parent killed without cleanup (SIGTERM,
+    SIGKILL) would otherwise leave it computing its job and then waiting forever."""
+    import threading
+
     import torch
 
     torch.set_num_threads(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def evaluate_hpo(
@@ -731,7 +744,9 @@ def evaluate_hpo(
             bar.update()
     else:
         ctx = get_context("spawn")  # no fork of a process that holds torch threads
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+        ) as pool:
             futures = {
                 pool.submit(_run_job, opts, curve_tables[t], scales[t], seed, budget): r
                 for r, (t, seed) in enumerate(jobs)

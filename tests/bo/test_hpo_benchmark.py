@@ -1,5 +1,9 @@
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -277,6 +281,59 @@ def test_worker_processes_give_the_same_result(curve_file):
     assert strip(two.runs) == strip(one.runs)
     with pytest.raises(ValueError, match="workers"):
         evaluate_hpo(curve_file, workers=0, **kw)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_worker_processes_exit_with_a_killed_parent(curve_file, tiny_checkpoint_path):
+    # a parent killed without cleanup (SIGKILL) must not leave its workers behind
+    code = (
+        "from bo.hpo_benchmark import FreezeThawOptimizer, evaluate_hpo\n"
+        f"opt = FreezeThawOptimizer(checkpoint={str(tiny_checkpoint_path)!r})\n"
+        f"evaluate_hpo({str(curve_file)!r}, optimizers=[opt], seeds=200, budget=300, "
+        "workers=2, progress=False)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 120
+        workers: list[int] = []
+        while time.time() < deadline and parent.poll() is None:
+            workers = [p for p in _children(parent.pid) if "spawn_main" in _cmdline(p)]
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the workers did not start"
+        time.sleep(1.0)  # let them take a job
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in workers):
+        time.sleep(0.2)
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}")]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "workers outlived their killed parent"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""
 
 
 def test_cli_writes_the_report(curve_file, tmp_path, capsys):
