@@ -59,7 +59,7 @@ from bo.acquisition import (
     score_context,
 )
 from bo.journal import Journal, SettingsMismatch
-from bo.space import CandidateTable, Space
+from bo.space import CandidateTable, Space, random_order
 from pfn.scaling import MetricScaler
 from pfn.surrogate import DEFAULT_SINGLE_WEIGHT, Surrogate
 
@@ -486,10 +486,8 @@ class FreezeThaw:
         return self._new_run(new_x[j], None if new_rows is None else int(new_rows[j]))
 
     def _random_order(self, rng: np.random.Generator) -> np.ndarray:
-        """(D,) a random order of the encoded dimensions: the parameters shuffled, and each
-        parameter's dimensions (a categorical's one-hot) shuffled within it."""
-        parts = [rng.permutation(np.asarray(g)) for g in self._groups]
-        return np.concatenate([parts[i] for i in rng.permutation(len(parts))] or [np.arange(0)])
+        """(D,) a random order of the encoded dimensions (`bo.space.random_order`)."""
+        return random_order(self._groups, rng)
 
     def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         """(Q, D) encoded new configurations, and their table rows (None without a table)."""

@@ -739,3 +739,13 @@ class CandidateTable:
 def _singletons(dim: int) -> tuple[tuple[int, ...], ...]:
     """One group per encoded dimension."""
     return tuple((j,) for j in range(dim))
+
+
+def random_order(groups: Sequence[Sequence[int]], rng: np.random.Generator) -> np.ndarray:
+    """(D,) a random order of the encoded dimensions that keeps each parameter's dimensions
+    together: the ``groups`` (see `Space.groups`) shuffled, and each group's dimensions (a
+    categorical's one-hot) shuffled within it. ``X[:, order]`` is then an encoding of the same
+    configurations in which every parameter is again one contiguous block."""
+    parts = [rng.permutation(np.asarray(g, dtype=np.int64)) for g in groups]
+    order = [parts[i] for i in rng.permutation(len(parts))]
+    return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
