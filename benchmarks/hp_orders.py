@@ -86,9 +86,9 @@ def measure(
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _mean_se(x: np.ndarray) -> str:
+def _mean_se(x: np.ndarray, digits: int = 3) -> str:
     x = x[np.isfinite(x)]
-    return f"{x.mean():+.3f} ± {x.std(ddof=1) / np.sqrt(x.size):.3f}"
+    return f"{x.mean():+.{digits}f} ± {x.std(ddof=1) / np.sqrt(x.size):.{digits}f}"
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def main() -> None:
                 f"{path}: {r['ll_id'].size} tasks of {n_context} context points\n"
                 f"  log-likelihood: encoding's order {r['ll_id'].mean():.4f}, "
                 f"{args.orders} random orders {r['ll_avg'].mean():.4f}, "
-                f"paired {_mean_se(r['ll_avg'] - r['ll_id'])}\n"
+                f"paired {_mean_se(r['ll_avg'] - r['ll_id'], 4)}\n"
                 f"  Spearman(predicted mean, true final value): encoding's order "
                 f"{_mean_se(r['rho_id'])}, {args.orders} random orders {_mean_se(r['rho_avg'])}"
             )
