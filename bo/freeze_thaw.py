@@ -460,21 +460,20 @@ class FreezeThaw:
         qry_curve = paused + list(range(len(runs), len(runs) + new_x.shape[0]))
         qry_t = [min(runs[i].step + look.horizon, self.max_steps) / self.max_steps for i in paused]
         qry_t += [min(look.horizon, self.max_steps) / self.max_steps] * new_x.shape[0]
-        orders = [self._random_order(rng) for _ in range(self.config.permutations)]
-        values = np.mean(
-            [
-                acquisition_values(
-                    self.acquisition,
-                    self.surrogate.forecast_views(  # the acquisition mixes the views' scores
-                        all_configs[:, order], ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
-                        qry_curve=qry_curve, qry_t=qry_t, single_weight=self.config.single_weight,
-                    ),  # fmt: skip
-                    look.threshold,
-                )
-                for order in orders or [np.arange(self.dim)]
-            ],
-            axis=0,
-        )  # (Q,)
+
+        def acquire(configs: np.ndarray) -> np.ndarray:  # (Q,) the queries' acquisition values
+            fc = self.surrogate.forecast_views(  # the acquisition mixes the views' scores
+                configs, ctx_curve=ctx_curve, ctx_t=ctx_t, ctx_y=ctx_y,
+                qry_curve=qry_curve, qry_t=qry_t, single_weight=self.config.single_weight,
+            )  # fmt: skip
+            return acquisition_values(self.acquisition, fc, look.threshold)
+
+        k = self.config.permutations
+        if k == 0:
+            values = acquire(all_configs)
+        else:  # the mean over k random orders of the parameters
+            orders = [random_order(self._groups, rng) for _ in range(k)]
+            values = np.mean([acquire(all_configs[:, order]) for order in orders], axis=0)
         p = len(paused)
         if self.config.start_value == "random" and values.size > p + 1:
             new = values[p:]
@@ -487,10 +486,6 @@ class FreezeThaw:
             return runs[paused[pick]]
         j = pick - p
         return self._new_run(new_x[j], None if new_rows is None else int(new_rows[j]))
-
-    def _random_order(self, rng: np.random.Generator) -> np.ndarray:
-        """(D,) a random order of the encoded dimensions (`bo.space.random_order`)."""
-        return random_order(self._groups, rng)
 
     def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         """(Q, D) encoded new configurations, and their table rows (None without a table)."""

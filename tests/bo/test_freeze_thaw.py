@@ -242,7 +242,7 @@ def test_decisions_average_random_orders_of_the_parameters(tiny, monkeypatch, pe
 
     calls, orders, picked = [], [], []
     forecast_views = type(tiny).forecast_views
-    random_order = FreezeThaw._random_order
+    random_order = ftm.random_order
 
     def spy(self, configs, **arrays):
         calls.append((np.asarray(configs), np.asarray(arrays["qry_curve"])))
@@ -257,11 +257,11 @@ def test_decisions_average_random_orders_of_the_parameters(tiny, monkeypatch, pe
         return len(values) - 1
 
     monkeypatch.setattr(type(tiny), "forecast_views", spy)
-    def recorded_order(self, rng):
-        orders.append(random_order(self, rng))
+    def recorded_order(groups, rng):
+        orders.append(random_order(groups, rng))
         return orders[-1]
 
-    monkeypatch.setattr(FreezeThaw, "_random_order", recorded_order)
+    monkeypatch.setattr(ftm, "random_order", recorded_order)
     monkeypatch.setattr(ftm, "acquisition_values", slot_zero)
     monkeypatch.setattr(ftm, "pick_argmax", record)
     ft = FreezeThaw(MIXED, max_steps=5, minimize=True, surrogate=tiny, seed=3,
@@ -324,12 +324,13 @@ def test_start_value_decides_whether_the_pool_best_starts(tiny, monkeypatch, sta
         assert 0.15 * len(started) < len(new) < 0.7 * len(started)
 
 
-def test_a_random_order_keeps_each_parameter_together(tiny):
-    ft = FreezeThaw(MIXED, max_steps=5, surrogate=tiny)
+def test_a_random_order_keeps_each_parameter_together():
+    from bo.space import random_order
+
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(300):
-        order = ft._random_order(rng)
+        order = random_order(MIXED.groups, rng)
         assert sorted(order.tolist()) == list(range(6))
         where = np.flatnonzero(np.isin(order, [1, 2, 3, 4]))  # the one-hot dims of "act"
         assert where.max() - where.min() == 3  # stay adjacent
