@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from bo.space import random_order
 from pfn.curve_table import read_curve_tables
-from pfn.eval_tasks import build_eval_task
+from pfn.eval_tasks import build_eval_task, unseen_rows
 from pfn.surrogate import Surrogate
 
 N_UNSEEN = 100  # configurations queried per task (fewer if the table has fewer left)
@@ -52,14 +52,10 @@ def measure(
         for seed in range(seeds):
             task = build_eval_task(table, n_context=n_context, seed=seed)
             rng = np.random.default_rng(seed)
-            seen = {row.tobytes() for row in np.round(task.configs, 9)}
-            free = [
-                r for r in np.setdiff1d(np.arange(table.n_curves), task.rows)
-                if np.round(table.configs[r], 9).tobytes() not in seen
-            ]  # fmt: skip
-            if not free:
+            free = unseen_rows(table, task, new_configs=True)
+            if free.size == 0:
                 continue
-            rows = rng.choice(free, size=min(N_UNSEEN, len(free)), replace=False)
+            rows = rng.choice(free, size=min(N_UNSEEN, free.size), replace=False)
             raw = table.curves[rows, last]
             rows, raw = rows[~np.isnan(raw)], raw[~np.isnan(raw)]
             if rows.size < 3:

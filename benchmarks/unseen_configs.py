@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pfn.curve_table import read_curve_tables
-from pfn.eval_tasks import build_eval_task
+from pfn.eval_tasks import build_eval_task, unseen_rows
 from pfn.forecast import ViewMixture
 from pfn.surrogate import Surrogate
 
@@ -46,7 +46,7 @@ def unseen_log_likelihoods(
         for seed in range(seeds):
             task = build_eval_task(table, n_context=n_context, seed=seed)
             rng = np.random.default_rng(seed)
-            free = np.setdiff1d(np.arange(table.n_curves), task.rows)
+            free = unseen_rows(table, task)
             rows = rng.choice(free, size=min(N_UNSEEN, free.size), replace=False)
             cols = rng.integers(0, table.n_steps, size=rows.size)
             raw = table.curves[rows, cols]

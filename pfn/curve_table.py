@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["CurveTable", "encode_configs", "read_curve_tables"]
+__all__ = ["CurveTable", "EncodedConfigs", "encode_configs", "read_curve_tables"]
 
 TIME_MODES = ("index", "step")
 
@@ -57,6 +57,22 @@ class CurveTable:
     lower_bound: float | None  # None: unbounded below
     upper_bound: float | None  # None: unbounded above
     x_axis: str
+    # the encoded dimensions of each raw hyperparameter, in order: (j,) for a numeric one, the
+    # consecutive one-hot dimensions of a categorical one; () means one group per dimension
+    hp_groups: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        d = self.configs.shape[1]
+        if len(self.hp_names) != d:
+            raise ValueError(f"{len(self.hp_names)} hp_names for {d} encoded dimensions")
+        if not self.hp_groups:
+            object.__setattr__(self, "hp_groups", tuple((j,) for j in range(d)))
+        flat = [j for group in self.hp_groups for j in group]
+        if flat != list(range(d)) or not all(self.hp_groups):
+            raise ValueError(
+                f"hp_groups {self.hp_groups} must split the {d} encoded dimensions into "
+                "non-empty consecutive runs, in order"
+            )
 
     @property
     def n_curves(self) -> int:
@@ -67,21 +83,6 @@ class CurveTable:
     def n_steps(self) -> int:
         """T."""
         return int(self.curves.shape[1])
-
-    @property
-    def hp_groups(self) -> tuple[tuple[int, ...], ...]:
-        """The encoded dimensions of each raw hyperparameter: ``(j,)`` for a numeric one, the
-        consecutive one-hot dimensions ``"name=category"`` of the categorical one."""
-        groups: list[list[int]] = []
-        prev = None
-        for j, label in enumerate(self.hp_names):
-            key = label.split("=", 1)[0] if "=" in label else None
-            if key is not None and key == prev:
-                groups[-1].append(j)
-            else:
-                groups.append([j])
-            prev = key
-        return tuple(tuple(g) for g in groups)
 
     def times(self, mode: str = "step") -> np.ndarray:
         """(T,) normalised times in (0, 1], the last being 1."""
@@ -96,13 +97,22 @@ def _text(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
+@dataclass(frozen=True, eq=False)
+class EncodedConfigs:
+    """Hyperparameters encoded to [0, 1] (:func:`encode_configs`)."""
+
+    values: np.ndarray  # (C, D) in [0, 1]
+    names: tuple[str, ...]  # (D,) "name" for a numeric dimension, "name=category" for one-hot
+    groups: tuple[tuple[int, ...], ...]  # (H,) the encoded dimensions of each raw column
+
+
 def encode_configs(
     raw: np.ndarray,
     *,
     names: list[str],
     log_scale: np.ndarray,
     categories: list[str] | None,
-) -> tuple[np.ndarray, tuple[str, ...]]:
+) -> EncodedConfigs:
     """Encode raw hyperparameters to [0, 1] (see the module docstring).
 
     Args:
@@ -112,7 +122,8 @@ def encode_configs(
         categories: names of the k categories when one column is a category index in [0, k).
 
     Returns:
-        ((C, D) encoded configs, (D,) names of the encoded dimensions).
+        The (C, D) encoded configs, the names of their dimensions, and the dimensions of each
+        raw column (a categorical's one-hot block stays one group).
 
     Raises:
         ValueError: NaN/inf values, a non-positive log-scale value, or no (or several ambiguous)
@@ -141,8 +152,9 @@ def encode_configs(
                 f"config_categories has {k} entries but {len(fits)} columns could hold the "
                 "category index; cannot tell which column is categorical"
             )
-    cols, out_names = [], []
+    cols, out_names, groups = [], [], []
     for j in range(h):
+        first = len(out_names)
         x = raw[:, j]
         if j == cat_col:
             assert categories is not None
@@ -150,6 +162,7 @@ def encode_configs(
             onehot[np.arange(c), x.astype(int)] = 1.0
             cols.append(onehot)
             out_names += [f"{names[j]}={cat}" for cat in categories]
+            groups.append(tuple(range(first, len(out_names))))
             continue
         if log_scale[j]:
             if (x <= 0).any():
@@ -158,8 +171,9 @@ def encode_configs(
         lo, hi = x.min(), x.max()
         cols.append(((x - lo) / (hi - lo) if hi > lo else np.full(c, 0.5))[:, None])
         out_names.append(names[j])
+        groups.append((first,))
     encoded = np.concatenate(cols, axis=1) if cols else np.zeros((c, 0))
-    return np.clip(encoded, 0.0, 1.0), tuple(out_names)
+    return EncodedConfigs(np.clip(encoded, 0.0, 1.0), tuple(out_names), tuple(groups))
 
 
 def _bound(value) -> float | None:
@@ -227,9 +241,7 @@ def _read_group(g: h5py.Group, where: str) -> CurveTable:
     )
     categories = _text(g["config_categories"][:]) if "config_categories" in g else None
     try:
-        configs, enc_names = encode_configs(
-            raw, names=hp_names, log_scale=log_scale, categories=categories
-        )
+        encoded = encode_configs(raw, names=hp_names, log_scale=log_scale, categories=categories)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
     attrs = g.attrs
@@ -239,12 +251,13 @@ def _read_group(g: h5py.Group, where: str) -> CurveTable:
         name=g.name.lstrip("/"),
         curves=curves[:, keep],
         steps=steps[keep],
-        configs=configs,
+        configs=encoded.values,
         raw_configs=raw,
-        hp_names=enc_names,
+        hp_names=encoded.names,
         metric=str(attrs.get("metric", "metric")),
         higher_is_better=bool(attrs["higher_is_better"]),
         lower_bound=_bound(attrs.get("metric_lower_bound")),
         upper_bound=_bound(attrs.get("metric_upper_bound")),
         x_axis=str(attrs.get("x_axis", "step")),
+        hp_groups=encoded.groups,
     )

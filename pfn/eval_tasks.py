@@ -30,7 +30,7 @@ import numpy as np
 from pfn.curve_table import CurveTable
 from pfn.scaling import MetricScaler
 
-__all__ = ["EvalTask", "build_eval_task"]
+__all__ = ["EvalTask", "build_eval_task", "unseen_rows"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,4 +157,20 @@ def build_eval_task(
         target_t=np.ones(target_curve.size),
         target_y=scaler.to_score(table.curves[rows_arr[target_curve], -1]),
         scaler=scaler,
+    )
+
+
+def unseen_rows(table: CurveTable, task: EvalTask, *, new_configs: bool = False) -> np.ndarray:
+    """The (R,) rows of ``table`` whose curves are not in ``task``, increasing.
+
+    With ``new_configs``, also drop rows whose configuration (encoded, to 9 decimals) equals one in
+    the task: on a table with repeated configurations (several seeds of one learner), those are
+    other runs of a configuration the task has seen, not configurations it has not.
+    """
+    rows = np.setdiff1d(np.arange(table.n_curves), task.rows)
+    if not new_configs:
+        return rows
+    seen = {row.tobytes() for row in np.round(task.configs, 9)}
+    return np.array(
+        [r for r in rows if np.round(table.configs[r], 9).tobytes() not in seen], dtype=np.int64
     )

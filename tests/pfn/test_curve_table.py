@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pfn.curve_table import encode_configs, read_curve_tables
+from pfn.curve_table import CurveTable, encode_configs, read_curve_tables
 
 
 def test_reads_every_table_in_file_order_and_drops_step_zero(curve_file):
@@ -23,28 +23,28 @@ def test_reads_every_table_in_file_order_and_drops_step_zero(curve_file):
 
 def test_encoding_by_hand():
     raw = np.array([[1e-4, 8.0], [1e-2, 36.0], [1e-1, 64.0], [1e-1, 8.0]])
-    enc, names = encode_configs(
+    enc = encode_configs(
         raw, names=["lr", "width"], log_scale=np.array([True, False]), categories=None
     )
-    assert names == ("lr", "width")
+    assert enc.names == ("lr", "width") and enc.groups == ((0,), (1,))
     # log10: -4, -2, -1 over [-4, -1] -> 0, 2/3, 1; width over [8, 64] -> 0, 0.5, 1
-    np.testing.assert_allclose(enc[:, 0], [0.0, 2 / 3, 1.0, 1.0])
-    np.testing.assert_allclose(enc[:, 1], [0.0, 0.5, 1.0, 0.0])
+    np.testing.assert_allclose(enc.values[:, 0], [0.0, 2 / 3, 1.0, 1.0])
+    np.testing.assert_allclose(enc.values[:, 1], [0.0, 0.5, 1.0, 0.0])
 
 
 def test_constant_column_becomes_one_half_and_categories_become_one_hot():
-    enc, names = encode_configs(
+    enc = encode_configs(
         np.array([[2.0], [0.0], [2.0]]),
         names=["learner"],
         log_scale=np.array([False]),
         categories=["a", "b", "c"],
     )
-    assert names == ("learner=a", "learner=b", "learner=c")
-    np.testing.assert_array_equal(enc, [[0, 0, 1], [1, 0, 0], [0, 0, 1]])
-    enc, _ = encode_configs(
+    assert enc.names == ("learner=a", "learner=b", "learner=c")
+    np.testing.assert_array_equal(enc.values, [[0, 0, 1], [1, 0, 0], [0, 0, 1]])
+    enc = encode_configs(
         np.array([[3.0], [3.0]]), names=["x"], log_scale=np.array([False]), categories=None
     )
-    np.testing.assert_array_equal(enc, [[0.5], [0.5]])
+    np.testing.assert_array_equal(enc.values, [[0.5], [0.5]])
 
 
 def test_hp_groups_keep_a_categorical_together(curve_file):
@@ -53,6 +53,26 @@ def test_hp_groups_keep_a_categorical_together(curve_file):
     assert acc.hp_groups == ((0, 1, 2),)
     numeric = tables["loss_task"]
     assert numeric.hp_groups == tuple((j,) for j in range(numeric.configs.shape[1]))
+    # groups come from the encoding, not from the names: "=" in a numeric name is no one-hot
+    enc = encode_configs(
+        np.array([[0.1, 3.0, 2.0, 0.5], [0.7, 5.0, 0.0, 0.25]]),
+        names=["a=1", "a=2", "opt", "b"],
+        log_scale=np.array([False, False, False, False]),
+        categories=["sgd", "adam", "rmsprop"],
+    )
+    assert enc.names == ("a=1", "a=2", "opt=sgd", "opt=adam", "opt=rmsprop", "b")
+    assert enc.groups == ((0,), (1,), (2, 3, 4), (5,))
+
+
+def test_a_table_checks_its_groups(curve_file):
+    acc = read_curve_tables(curve_file, ["acc_task"])[0]
+    fields = {f: getattr(acc, f) for f in acc.__dataclass_fields__}
+    assert CurveTable(**{**fields, "hp_groups": ()}).hp_groups == ((0,), (1,), (2,))
+    for bad in (((0, 1),), ((0, 2), (1,)), ((0,), (), (1, 2)), ((1, 2), (0,))):
+        with pytest.raises(ValueError, match="hp_groups"):
+            CurveTable(**{**fields, "hp_groups": bad})
+    with pytest.raises(ValueError, match="hp_names"):
+        CurveTable(**{**fields, "hp_names": ("learner",)})
 
 
 def test_times_step_and_index(curve_file):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pfn.curve_table import read_curve_tables
-from pfn.eval_tasks import build_eval_task
+from pfn.eval_tasks import build_eval_task, unseen_rows
 
 
 @pytest.fixture
@@ -75,3 +75,21 @@ def test_bad_arguments(loss_table):
     no_final[:, -1] = np.nan
     with pytest.raises(ValueError, match="final value"):
         build_eval_task(replace(loss_table, curves=no_final), n_context=10, seed=0)
+
+
+def test_unseen_rows_and_unseen_configurations(curve_file, loss_table):
+    task = build_eval_task(loss_table, n_context=60, seed=3)
+    free = unseen_rows(loss_table, task)
+    np.testing.assert_array_equal(
+        free, sorted(set(range(loss_table.n_curves)) - set(task.rows.tolist()))
+    )
+    acc = read_curve_tables(curve_file, ["acc_task"])[0]  # 3 learners x 4 seeds
+    learner = acc.raw_configs[:, 0]
+    for seed in range(4):  # tasks of 1 or 2 curves: 1 or 2 of the 3 learners seen
+        task = build_eval_task(acc, n_context=3, seed=seed)
+        rows, new = unseen_rows(acc, task), unseen_rows(acc, task, new_configs=True)
+        assert rows.size == acc.n_curves - task.n_curves
+        # other seeds of a learner in the task are unseen rows but not unseen configurations
+        expected = [r for r in rows if learner[r] not in learner[task.rows]]
+        assert len(expected) >= 4
+        np.testing.assert_array_equal(new, expected)
