@@ -42,8 +42,11 @@ Shapes: ``R`` runs, ``Q`` candidate configurations, ``D`` encoded hyperparameter
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+import operator
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +216,28 @@ class _Run:
         return self.steps[-1] if self.steps else 0
 
 
+def _synchronized(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a public method of :class:`FreezeThaw` under its lock: worker threads may ask and tell
+    concurrently, one call at a time."""
+
+    @functools.wraps(method)
+    def locked(self: FreezeThaw, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as a Python int (NumPy integers too); ValueError for anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
 class FreezeThaw:
     """The freeze-thaw optimiser (see the module docstring).
 
@@ -226,7 +251,10 @@ class FreezeThaw:
         surrogate: the PFN; None loads the shipped checkpoint.
         acquisition: one of :data:`bo.acquisition.ACQUISITIONS`.
         seed: seeds every random choice (decision ``k`` uses ``(seed, k)``).
-        state_dir: folder of the crash-safe journal; None keeps everything in memory.
+        state_dir: folder of the crash-safe journal; None keeps everything in memory. The
+            optimiser holds the folder until :meth:`close` (or the end of a ``with`` block, or of
+            its process): a second optimiser on the same folder gets
+            :class:`bo.journal.JournalInUse`.
         candidates: a fixed table of configurations to choose new runs from (tabular benchmarks,
             fixed grids) instead of sampling ``space``.
         config: the candidate pool's settings.
@@ -234,6 +262,10 @@ class FreezeThaw:
     Raises:
         ValueError: bad settings, a space wider than the surrogate's ``max_hps``, or a
             ``state_dir`` holding a journal of other settings.
+        bo.journal.JournalInUse: another open optimiser holds ``state_dir``.
+
+    The public methods may be called from several threads (parallel workers): each call runs
+    alone, under the optimiser's lock.
     """
 
     def __init__(
@@ -256,8 +288,10 @@ class FreezeThaw:
             raise ValueError("give a space, a candidate table, or both")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        budget = None if budget is None else _integer("budget", budget)
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
+        seed = _integer("seed", seed)
         if acquisition not in ACQUISITIONS:
             raise ValueError(
                 f"unknown acquisition {acquisition!r}; choose from {', '.join(ACQUISITIONS)}"
@@ -294,6 +328,7 @@ class FreezeThaw:
             _, inverse = np.unique(_round_configs(candidates.encoded), axis=0, return_inverse=True)
             self._row_group = inverse.reshape(-1)
         self._group_started = np.zeros(self._row_group.max(initial=-1) + 1, dtype=bool)
+        self._lock = threading.RLock()  # one public call at a time (worker threads)
         self._journal: Journal | None = None
         if state_dir is not None:
             try:
@@ -305,7 +340,11 @@ class FreezeThaw:
                     f"{err}. A journal written before 2026-12-06, when decisions used the "
                     "context view alone, resumes with FreezeThawConfig(single_weight=0)"
                 ) from err
-            self._replay()
+            try:
+                self._replay()
+            except BaseException:
+                self._journal.close()  # release the folder
+                raise
 
     # ---- public API ----------------------------------------------------------------------------
 
@@ -324,6 +363,7 @@ class FreezeThaw:
         """Steps told so far (values and failures)."""
         return len(self._history)
 
+    @_synchronized
     def ask(self) -> Trial:
         """The next trial: which run to advance by one step, or which new one to start.
 
@@ -332,6 +372,7 @@ class FreezeThaw:
                 configuration left in the candidate table).
         """
         rng = np.random.default_rng([self.seed, self._n_asks])
+        n_runs = len(self._runs)
         if not any(r.steps for r in self._runs):  # nothing observed yet: a random start
             run = self._new_run(*self._random_new(rng))
         else:
@@ -343,11 +384,19 @@ class FreezeThaw:
             resume_from=run.step,
             candidate=run.candidate,
         )
-        self._log("ask", run=run.id, step=trial.step, config=run.config, candidate=run.candidate)
+        try:
+            self._log(
+                "ask", run=run.id, step=trial.step, config=run.config, candidate=run.candidate
+            )
+        except BaseException:
+            if len(self._runs) > n_runs:  # the new run was never journalled: forget it
+                self._forget_last_run()
+            raise
         run.pending = trial
         self._n_asks += 1
         return trial
 
+    @_synchronized
     def tell(self, trial: Trial, value: float) -> None:
         """Report the metric of ``trial`` at ``trial.step`` (in the metric's units).
 
@@ -367,6 +416,7 @@ class FreezeThaw:
         self._log("tell", run=run.id, step=trial.step, value=value)
         self._apply_tell(run, trial.step, value)
 
+    @_synchronized
     def tell_failure(self, trial: Trial) -> None:
         """Report that ``trial``'s run crashed or diverged: it scores worst and is never resumed.
 
@@ -377,6 +427,7 @@ class FreezeThaw:
         self._log("fail", run=run.id, step=trial.step)
         self._apply_failure(run, trial.step)
 
+    @_synchronized
     def release(self, trial: Trial) -> None:
         """Give back a pending trial unanswered (its worker died): the run is paused again.
 
@@ -387,10 +438,12 @@ class FreezeThaw:
         self._log("release", run=run.id, step=trial.step)
         self._apply_release(run)
 
+    @_synchronized
     def configs(self) -> dict[int, dict[str, Any]]:
         """Every run's configuration, by run id."""
         return {r.id: dict(r.config) for r in self._runs}
 
+    @_synchronized
     def best(self) -> Incumbent | None:
         """The best finite value told so far, at any step (None before the first)."""
         best: Incumbent | None = None
@@ -402,10 +455,18 @@ class FreezeThaw:
                     best = Incumbent(run.id, dict(run.config), value, step)
         return best
 
+    @_synchronized
     def close(self) -> None:
-        """Close the journal (nothing is lost: every call already committed)."""
+        """Close the journal and release ``state_dir`` (nothing is lost: every call already
+        committed). Idempotent; asking or telling afterwards raises."""
         if self._journal is not None:
             self._journal.close()
+
+    def __enter__(self) -> FreezeThaw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- decisions -----------------------------------------------------------------------------
 
@@ -499,6 +560,7 @@ class FreezeThaw:
         n_sobol = int(round(n * self.config.share_sobol))
         best = self.best()
         n_local = int(round(n * self.config.share_local)) if best is not None else 0
+        n_local = min(n_local, n - n_sobol)  # two shares rounded up can exceed n together
         n_random = n - n_sobol - n_local
         seed = int(rng.integers(2**31))
         parts = [np.zeros((0, self.dim))]
@@ -583,6 +645,20 @@ class FreezeThaw:
         else:
             self._started_keys.add(_config_key(x))
         return run
+
+    def _forget_last_run(self) -> None:
+        """Undo :meth:`_add_run` for the last run (its ask could not be journalled)."""
+        run = self._runs.pop()
+        if run.candidate is not None:
+            self._started_rows.discard(run.candidate)
+            group = self._row_group[run.candidate]
+            self._group_started[group] = any(
+                self._row_group[r] == group for r in self._started_rows
+            )
+        elif not any(
+            r.candidate is None and _config_key(r.x) == _config_key(run.x) for r in self._runs
+        ):
+            self._started_keys.discard(_config_key(run.x))
 
     # ---- bookkeeping ---------------------------------------------------------------------------
 

@@ -4,9 +4,12 @@ Every event is one row, committed in its own transaction with ``synchronous=FULL
 that made it returns, so a process killed at any moment (even by SIGKILL) leaves a journal that
 holds every event whose call returned and nothing half-written. The optimiser's state is a pure
 function of its settings and its events: :class:`~bo.freeze_thaw.FreezeThaw` rebuilds itself by
-replaying them. One optimiser process owns a journal at a time (its workers may be anywhere: they
-talk to that process); a second process opening the same folder would not see the first one's
-later events.
+replaying them. One optimiser owns a journal at a time (its workers may be anywhere: they talk to
+that process): the journal holds an exclusive lock on ``state_dir/journal.lock`` while it is open,
+so a second optimiser opening the same folder, in this process or another, gets
+:class:`JournalInUse` instead of interleaving its events with the first one's. The operating
+system drops the lock when its process dies, however it dies, so a crashed optimiser's folder can
+be resumed at once. (On a system without ``fcntl``, i.e. Windows, there is no lock.)
 
 Events (``kind``): ``ask`` (a trial handed out: run id, step, config), ``tell`` (its value),
 ``fail`` (the run crashed or diverged), ``release`` (a pending trial given back unanswered, e.g.
@@ -16,18 +19,25 @@ its worker died). Values are stored as text (``repr``) so that inf and 1e34 surv
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["Event", "Journal", "SettingsMismatch"]
+try:
+    import fcntl
+except ImportError:  # Windows: no lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Event", "Journal", "JournalInUse", "SettingsMismatch"]
 
 JOURNAL_FORMAT_VERSION = 1
 _FILE = "journal.sqlite"
+_LOCK = "journal.lock"
 EVENT_KINDS = ("ask", "tell", "fail", "release")
 
 
@@ -52,13 +62,36 @@ class Journal:
         state_dir: the folder (created if missing).
         settings: what must be equal for a resumed run (space, max_steps, ...), JSON-serialisable.
             Stored on creation; on reopening, a difference raises ValueError.
+
+    Raises:
+        JournalInUse: another open journal (another optimiser) holds the folder.
+        SettingsMismatch: the folder's journal was written with other settings.
+        ValueError: a journal of another format version.
+
+    The connection may be used from any thread, one call at a time (the optimiser serialises its
+    calls).
     """
 
     def __init__(self, state_dir: str | Path, settings: dict[str, Any]) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / _FILE
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._lock_fd = _lock(self.dir / _LOCK)
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except BaseException:
+            _unlock(self._lock_fd)
+            raise
+        try:
+            self._open(settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, settings: dict[str, Any]) -> None:
+        """Create the tables, or check the stored settings against ``settings``."""
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         with self._transaction():
@@ -80,7 +113,7 @@ class Journal:
                     f"{self.path} has journal format {stored.get('format_version')}; this version "
                     f"reads format {JOURNAL_FORMAT_VERSION}"
                 )
-            elif stored["settings"] != wanted:
+            elif json.loads(stored["settings"]) != json.loads(wanted):  # 0 == 0.0: equal
                 diff = _differing(json.loads(stored["settings"]), json.loads(wanted))
                 raise SettingsMismatch(
                     f"{self.path} belongs to an optimiser with other settings (differing: "
@@ -112,6 +145,8 @@ class Journal:
         """Append one event durably (returns after the commit reached the disk)."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
+        if self._conn is None:
+            raise RuntimeError(f"the journal in {self.dir} is closed")
         with self._transaction():
             self._conn.execute(
                 "INSERT INTO events (kind, run, step, value, config, candidate, time) "
@@ -145,8 +180,46 @@ class Journal:
             )
 
     def close(self) -> None:
-        """Close the connection (the journal stays on disk)."""
-        self._conn.close()
+        """Close the connection and release the folder (the journal stays on disk). Idempotent."""
+        if getattr(self, "_conn", None) is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+        if self._lock_fd is not None:
+            _unlock(self._lock_fd)
+            self._lock_fd = None
+
+
+class JournalInUse(RuntimeError):
+    """Another open journal holds the folder: two optimisers would interleave their events."""
+
+
+def _lock(path: Path) -> IO[str] | None:
+    """Open ``path`` and take an exclusive, non-blocking lock on it; the open file (None without
+    ``fcntl``). Closing the file, or collecting it, drops the lock. The file records the holder's
+    pid, for the error message only."""
+    if fcntl is None:
+        return None
+    fh = open(path, "a+")  # noqa: SIM115 (held open for the journal's life)
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read(32).strip() or "unknown"
+        fh.close()
+        raise JournalInUse(
+            f"{path.parent} is open in another optimiser (pid {holder}); close() it first, or "
+            "use another state_dir. The lock goes with its process, so a crashed optimiser's "
+            "folder is free again."
+        ) from None
+    fh.truncate(0)
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def _unlock(fh: IO[str] | None) -> None:
+    if fh is not None:
+        fh.close()  # closing the file drops its flock
 
 
 class SettingsMismatch(ValueError):

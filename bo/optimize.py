@@ -14,7 +14,10 @@ at a time) until ``budget`` steps are spent. ``checkpoint_dir`` is a folder per 
 Failures: an exception raised by ``objective`` or a NaN it returns marks the run failed (it is
 never resumed, and never the incumbent); the search goes on. With ``state_dir`` the search is
 crash-safe: run ``optimize`` again with the same arguments and it continues where it stopped,
-first re-running the trials that were in flight (from their last checkpoint).
+first re-running the trials that were in flight (from their last checkpoint). A crash can fall
+after the objective saved its checkpoint at ``step_to`` and before the value was journalled, so an
+objective should answer a trial whose run is already at ``step_to`` with that run's values, as
+:func:`bo.integrations.lightning.lightning_objective` does, rather than fail it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bo.acquisition import DEFAULT_ACQUISITION
 from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Incumbent, NothingToAsk, Record, Trial
@@ -189,14 +194,27 @@ def _run_trial(ft: FreezeThaw, objective: Objective, trial: Trial, work: Path) -
         )
         ft.tell_failure(trial)
         return
-    values = [out] if isinstance(out, (int, float)) else list(out)
+    if np.ndim(out) == 0:  # a number: Python, NumPy (np.float32, 0-d array) or a 0-d tensor
+        values = [out]
+    else:
+        try:
+            values = list(out)
+        except TypeError:
+            raise ValueError(
+                f"objective must return a number or a list of numbers, got {type(out).__name__}"
+            ) from None
     expected = trial.step - trial.resume_from
     if len(values) != expected:
         raise ValueError(
             f"objective returned {len(values)} value(s) for steps {trial.resume_from + 1}.."
             f"{trial.step}; expected {expected}"
         )
-    value = float(values[-1])
+    try:
+        value = float(values[-1])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"objective returned {values[-1]!r} for step {trial.step}; expected a number"
+        ) from None
     if math.isnan(value):
         ft.tell_failure(trial)
     else:

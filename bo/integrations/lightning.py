@@ -200,7 +200,10 @@ def lightning_objective(
     and a fresh ``Trainer(max_epochs=step_to, ...)``, fits it (from
     ``checkpoint_dir / CHECKPOINT_NAME`` when ``step_from > 0``: Lightning restores the weights,
     optimizer and scheduler states and the epoch counter), saves the run's checkpoint there, and
-    returns ``monitor`` after each epoch ``step_from + 1 .. step_to``.
+    returns ``monitor`` after each epoch ``step_from + 1 .. step_to``. A call whose run is
+    already frozen at ``step_to`` (the process died after the freeze and before the optimiser
+    journalled the values; a resumed search asks again) returns the values saved with the
+    checkpoint, without training.
 
     The Trainer gets ``enable_checkpointing=False``, ``logger=False``, no progress bar, no model
     summary, no sanity validation and ``default_root_dir=checkpoint_dir``; ``trainer_kwargs``
@@ -284,6 +287,13 @@ def lightning_objective(
                 datamodule=datamodule,
                 ckpt_path=ckpt if step_from > 0 else None,
             )
+        epochs = range(step_from + 1, step_to + 1)
+        if (
+            callback.start_epoch is None
+            and trainer.current_epoch == step_to
+            and all(e in callback.values for e in epochs)
+        ):  # already frozen at step_to: the process died after the freeze, before the optimiser
+            return [callback.values[e] for e in epochs]  # heard of it; the values are restored
         if callback.start_epoch != step_from:
             raise RuntimeError(
                 f"the checkpoint {ckpt} resumed at epoch {callback.start_epoch}, but the trial "
@@ -294,7 +304,6 @@ def lightning_objective(
                 f"training stopped at epoch {trainer.current_epoch}, before max_epochs={step_to} "
                 "(early stopping, max_time or an interruption)"
             )
-        epochs = range(step_from + 1, step_to + 1)
         missing = [e for e in epochs if e not in callback.values]
         if missing:
             raise MissingMonitorError(

@@ -6,15 +6,18 @@ import inspect
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Trial
+from bo.journal import JournalInUse
 from bo.space import CandidateTable, Categorical, Float, Int, Space
 from pfn.surrogate import DEFAULT_SINGLE_WEIGHT, Surrogate
 
@@ -153,6 +156,18 @@ def test_untried_configurations_come_before_repeats(tiny, n_candidates):
                                                                repeat_configs=True), seed)
         repeats_allowed += len({key[tuple(encoded[r])] for r in again[:3]}) < 3
     assert repeats_allowed >= 3  # 6 of 8 rows repeat one configuration: repeats come early
+
+
+@pytest.mark.parametrize(
+    "n, sobol, local", [(3, 0.5, 0.5), (5, 0.7, 0.3), (1, 0.5, 0.5), (8, 0, 1)]
+)
+def test_the_pool_has_its_size_whatever_the_shares_round_to(tiny, n, sobol, local):
+    config = FreezeThawConfig(n_candidates=n, share_sobol=sobol, share_local=local)
+    ft = FreezeThaw(SPACE, max_steps=5, surrogate=tiny, config=config)
+    ft.tell(ft.ask(), 0.3)  # an incumbent: the local share is drawn
+    pool, rows = ft._candidate_pool(np.random.default_rng(0))
+    assert pool.shape == (n, SPACE.dim) and rows is None
+    ft.tell(ft.ask(), 0.2)  # and a decision goes through
 
 
 def test_a_discrete_space_is_not_repeated_while_untried_configurations_remain(tiny):
@@ -371,6 +386,72 @@ def test_bad_settings(tiny):
     wide = Space({f"x{i}": Float(0, 1) for i in range(40)})
     with pytest.raises(ValueError, match="max_hps"):
         FreezeThaw(wide, max_steps=3, surrogate=tiny)
+    for bad in (1.5, "3", True):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            make(tiny, seed=bad)
+        with pytest.raises(ValueError, match="budget must be an integer"):
+            make(tiny, budget=bad)
+
+
+def test_numpy_integers_are_plain_settings(tiny, tmp_path):
+    with make(tiny, seed=np.int64(3), budget=np.int32(50), state_dir=tmp_path) as ft:
+        assert type(ft.seed) is int and type(ft.budget) is int
+        ft.tell(ft.ask(), 0.5)
+    with make(tiny, seed=3, budget=50, state_dir=tmp_path) as again:  # the same settings
+        assert len(again.history) == 1
+
+
+def test_an_ask_that_cannot_be_journalled_changes_nothing(tiny, tmp_path, monkeypatch):
+    ft = make(tiny, seed=2, state_dir=tmp_path)
+    ft.tell(ft.ask(), 0.9)
+    journal = ft._journal
+    append = journal.append
+
+    def full_disk(kind, **fields):
+        if kind == "ask":
+            raise sqlite3.OperationalError("database or disk is full")
+        append(kind, **fields)
+
+    monkeypatch.setattr(journal, "append", full_disk)
+    for _ in range(3):  # the first ask after the tell starts a new run (or resumes run 0)
+        with pytest.raises(sqlite3.OperationalError):
+            ft.ask()
+        assert ft.pending == () and set(ft.configs()) == {0}
+    monkeypatch.setattr(journal, "append", append)
+    trials = [ft.ask() for _ in range(3)]
+    for t in trials:
+        ft.tell(t, 0.5)
+    ft.close()
+    with make(tiny, seed=2, state_dir=tmp_path) as again:  # the journal replays
+        assert again.history == ft.history and again.configs() == ft.configs()
+    reference = make(tiny, seed=2)  # and the failed asks did not change the decisions
+    reference.tell(reference.ask(), 0.9)
+    assert [(t.id, t.step) for t in (reference.ask() for _ in range(3))] == [
+        (t.id, t.step) for t in trials
+    ]
+
+
+def test_workers_may_ask_and_tell_from_threads(tiny, tmp_path):
+    with make(tiny, state_dir=tmp_path) as ft:
+        ft.tell(ft.ask(), 0.9)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                for _ in range(3):
+                    t = ft.ask()
+                    ft.tell(t, loss(t.config, t.step))
+            except BaseException as err:  # noqa: BLE001 (reported below)
+                errors.append(err)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == [] and len(ft.history) == 13 and ft.pending == ()
+        steps = [(r.trial, r.step) for r in ft.history]
+        assert len(set(steps)) == 13  # no run step handed out twice
 
 
 def test_score_range_from_bounds_or_from_the_data(tiny, tmp_path):
@@ -464,8 +545,13 @@ def test_state_dir_resumes_exactly(tiny, tmp_path):
     rest = run(again, 4)
     assert [(t.id, t.step) for t in [pending, *rest]] == [(t.id, t.step) for t in reference[7:]]
     assert again.best() == straight.best()
+    with pytest.raises(JournalInUse, match="open in another optimiser"):
+        make(tiny, seed=3, state_dir=tmp_path)  # while `again` holds the folder
+    again.close()
     with pytest.raises(ValueError, match="other settings"):
         make(tiny, seed=4, state_dir=tmp_path)
+    with make(tiny, seed=3, state_dir=tmp_path) as last:  # a failed open released the folder
+        assert last.history == again.history
 
 
 def test_release_returns_a_pending_trial(tiny, tmp_path):
@@ -475,6 +561,7 @@ def test_release_returns_a_pending_trial(tiny, tmp_path):
     assert ft.pending == ()
     with pytest.raises(ValueError, match="not pending"):
         ft.tell(t, 0.3)
+    ft.close()
     assert make(tiny, state_dir=tmp_path).pending == ()
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 
 import pytest
 
-from bo.journal import Journal, SettingsMismatch
+from bo.journal import Journal, JournalInUse, SettingsMismatch
 
 
 def test_events_round_trip_exactly(tmp_path):
@@ -40,3 +44,48 @@ def test_other_settings_or_format_are_refused(tmp_path):
         Journal(tmp_path, {"a": 1, "b": 2})
     with pytest.raises(ValueError, match="kind"):
         Journal(tmp_path / "other", {}).append("guess", run=0, step=1)
+
+
+def test_one_open_journal_per_folder(tmp_path):
+    first = Journal(tmp_path, {"a": 1})
+    with pytest.raises(JournalInUse, match=f"pid {os.getpid()}"):
+        Journal(tmp_path, {"a": 1})
+    first.append("ask", run=0, step=1, config={})
+    first.close()
+    first.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        first.append("tell", run=0, step=1, value=0.5)
+    second = Journal(tmp_path, {"a": 1})  # free again
+    assert [e.kind for e in second.events()] == ["ask"]
+    second.close()
+
+
+def test_a_dead_process_releases_its_folder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"from bo.journal import Journal; j = Journal({str(tmp_path)!r}, {{}}); "
+         "print('open', flush=True); import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(JournalInUse, match=f"pid {holder.pid}"):
+            Journal(tmp_path, {})
+    finally:
+        holder.kill()
+        holder.wait()
+    Journal(tmp_path, {}).close()
+
+
+def test_numerically_equal_settings_resume(tmp_path):
+    Journal(tmp_path, {"lower_bound": 0, "c": {"budget": 100}}).close()
+    Journal(tmp_path, {"lower_bound": 0.0, "c": {"budget": 100.0}}).close()
+
+
+def test_the_journal_may_be_written_from_another_thread(tmp_path):
+    j = Journal(tmp_path, {})
+    worker = threading.Thread(target=j.append, args=("ask",), kwargs={"run": 0, "step": 1})
+    worker.start()
+    worker.join()
+    assert [e.kind for e in j.events()] == ["ask"]
+    j.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,37 @@ def test_a_crashing_objective_fails_its_run_only(tiny_checkpoint_path, tmp_path)
     # the incumbent (maximised) is the best value told, failures never count
     told = [r.value for r in result.history if not r.failed]
     assert result.best.value == max(told)
+
+
+@pytest.mark.parametrize(
+    "kind", ["float", "np.float32", "0-d array", "0-d tensor", "list of np.float64"]
+)
+def test_an_objective_may_return_numpy_or_torch_numbers(tiny_checkpoint_path, tmp_path, kind):
+
+    wrap = {
+        "float": float,
+        "np.float32": np.float32,
+        "0-d array": np.asarray,
+        "0-d tensor": torch.tensor,
+        "list of np.float64": lambda v: [np.float64(v)],
+    }[kind]
+
+    def objective(config, step_from, step_to, checkpoint_dir):
+        return wrap(config["lr"])  # one step per trial: one value
+
+    result = optimize(
+        objective, SPACE, max_steps=3, budget=5, seed=0,
+        surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path,
+        config=FreezeThawConfig(n_candidates=8), progress=False, plot=False,
+    )  # fmt: skip
+    assert result.steps_spent == 5 and not any(r.failed for r in result.runs)
+    assert result.best.value == pytest.approx(max(r.value for r in result.history), rel=1e-6)
+
+
+def test_an_objective_returning_no_number_is_named(tiny_checkpoint_path, tmp_path):
+    with pytest.raises(ValueError, match="expected a number"):
+        optimize(
+            lambda config, a, b, ckpt: "fast", SPACE, max_steps=3, budget=2,
+            surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path, progress=False,
+            plot=False,
+        )  # fmt: skip

@@ -202,6 +202,25 @@ def test_objective_resumes_each_run_from_its_own_checkpoint(tmp_path):
         every_other({}, 0, 1, tmp_path / "every_other")
 
 
+def test_a_trial_frozen_before_its_tell_returns_its_values_again(tmp_path):
+    # the process died after the objective froze the run at step 3 and before the optimiser
+    # journalled the tell: a resumed optimize() asks for the same trial (2 -> 3) again
+    starts: list[int] = []
+    objective = lightning_objective(
+        lambda config: Regressor(starts=starts), monitor="val_loss", train_dataloaders=TRAIN,
+        val_dataloaders=VAL, trainer_kwargs=CPU,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    objective({}, 0, 2, run)
+    values = objective({}, 2, 3, run)
+    again = objective({}, 2, 3, run)
+    assert again == values and starts == [0, 2]  # nothing trained again
+    assert torch.load(run / CHECKPOINT_NAME, weights_only=True)["epoch"] == 3
+    assert objective({}, 3, 4, run) and starts == [0, 2, 3]  # and the run thaws on as usual
+    with pytest.raises(RuntimeError, match="resumed at epoch 4"):
+        objective({}, 1, 5, run)  # a checkpoint at neither end of the trial is still refused
+
+
 def test_a_missing_monitor_names_the_logged_metrics(tmp_path):
     callback = FreezeThawCallback(monitor="val_acc", checkpoint_path=tmp_path / "x.ckpt")
     with pytest.raises(MissingMonitorError, match=r"'val_acc'.*\['val_loss'\]"):
