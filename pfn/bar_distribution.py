@@ -17,7 +17,8 @@ Arguments:
 
 Targets here are scores in [0, 1] (higher is better), so the default support is [0, 1] with no
 unbounded tails; any finite borders are supported. Values outside ``[b_0, b_K]`` have zero
-density; ``nll`` clamps them onto the support (see there).
+density (``log_prob`` is ``-inf`` there); ``nll``, the training loss, clamps them onto the support
+(see there).
 
 **Edge atoms** (``edge_atoms=True``): the priors clip every observation to [0, 1]
 (``priors.curves.observe``), so a score often sits exactly on a bound (a run at 100% accuracy, a
@@ -310,8 +311,13 @@ class BarDistribution(nn.Module):
         return self.widths.log()[k] - log_pk
 
     def log_prob(self, logits: Tensor, y: float | Tensor) -> Tensor:
-        """Log density of ``y``: ``-nll(logits, y)``; (..., K), (...) -> (...)."""
-        return -self.nll(logits, y)
+        """Log density of ``y``: ``-nll(logits, y)`` on the support ``[b_0, b_K]``, ``-inf``
+        outside it (no clamping, unlike ``nll``), NaN for a NaN ``y``; (..., K), (...) -> (...).
+        """
+        y = self._values(logits, y, "y")
+        out = -self.nll(logits, y)
+        out = torch.where((y < self.borders[0]) | (y > self.borders[-1]), -math.inf, out)
+        return torch.where(torch.isnan(y), math.nan, out)
 
     # ---- moments -----------------------------------------------------------------------------
 

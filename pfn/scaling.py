@@ -114,9 +114,10 @@ class MetricScaler:
                 for an unbounded side). A bounded side becomes a hard end of the linear range.
             tail: score share for values beyond each unbounded side.
             bounds_as_ends: True: a known bound is a hard end of the range (score 0 or 1).
-                False: both ends come from the data (soft), whatever the bounds; the bounds only
-                validate the values. This spreads data that sits in a narrow part of a bounded
-                range (losses far from 0, accuracies in 0.90-0.95) over the score range.
+                False: both ends come from the data (soft), whatever the bounds; values past a
+                bound are clipped to it, and no end passes it. This spreads data that sits in a
+                narrow part of a bounded range (losses far from 0, accuracies in 0.90-0.95) over
+                the score range.
 
         Returns:
             The scaler; with both bounds finite it is the plain linear map between them.
@@ -163,12 +164,15 @@ class MetricScaler:
             # A loss >= 0: its bound gives a scale, so that a few diverged runs cannot set the
             # range (runs at 0.7 and 5e8 would otherwise map 0.7 to a score of 0.99999999).
             v_worst = max(v_worst, v_best_bound - _MAX_BOUND_RATIO * (v_best_bound - top))
-        # Degenerate data (one value, or all equal): open the range to 10% of the best value's size.
+        # Degenerate data (one value, or all equal): open the range to 10% of the best value's
+        # size, towards the better side (a first observation is usually a run's worst), unless the
+        # best side has a bound there (a hard end, or a bound that bounds_as_ends=False ignores).
         min_width = max(0.1 * abs(float(top)), 1e-6)
         if v_best - v_worst < min_width:
-            if not best_is_bound:
+            if not best_is_bound and v_worst + min_width <= v_best_bound:
                 v_best = v_worst + min_width
             else:
+                v_best = min(v_best, v_best_bound)
                 v_worst = v_best - min_width
         return cls(
             higher_is_better=higher_is_better,
@@ -195,15 +199,19 @@ class MetricScaler:
         Each run counts once, however many points it has: a diverged run observed for 50 steps
         (say losses from 1e10 down to 1e9) must not move the median and with it the whole range,
         which fitting to all points would do as soon as such runs hold half the observations.
+        With fewer than two distinct bests (one run, say) the bests say nothing about the scale,
+        so the fit uses every finite point: one loss curve 2.0, 1.0, 0.7, 0.6 spans the linear
+        range [1.6, 0.6] instead of being squeezed below the worst end of a range [0.6, 0.54].
         """
-        bests = []
+        bests, points = [], []
         for values in runs:
             v = np.asarray(values, dtype=np.float64).reshape(-1)
             v = v[np.isfinite(v)]
             if v.size:
                 bests.append(v.max() if higher_is_better else v.min())
+                points.append(v)
         return cls.fit(
-            bests,
+            bests if len(set(bests)) >= 2 else np.concatenate(points or [np.zeros(0)]),
             higher_is_better=higher_is_better,
             lower_bound=lower_bound,
             upper_bound=upper_bound,

@@ -112,6 +112,28 @@ def test_fit_unbounded_best_end_is_the_best_observation():
 def test_fit_degenerate_data_opens_the_range():
     s = MetricScaler.fit([0.7, 0.7], higher_is_better=False)
     assert s.worst == pytest.approx(0.7) and s.best == pytest.approx(0.63)
+    # towards the worse side when the better one is bounded there, even if not a hard end
+    acc = MetricScaler.fit(
+        [1.0, 1.0], higher_is_better=True, lower_bound=0.0, upper_bound=1.0, bounds_as_ends=False
+    )
+    assert acc.best == pytest.approx(1.0) and acc.worst == pytest.approx(0.9)
+    assert acc.to_score(1.0) == pytest.approx(0.9)
+
+
+def test_fit_runs_of_one_run_spans_its_points():
+    # one loss curve: its best alone gives no scale, so its points set the range
+    one = MetricScaler.fit_runs([[2.0, 1.0, 0.7, 0.6, np.nan]], higher_is_better=False)
+    # points 2.0, 1.0, 0.7, 0.6: best 0.6, median 0.85, spread 0.25, worst end min(5%-worst
+    # 1.85, 0.85 + 3 x 0.25 = 1.6)
+    assert one.best == pytest.approx(0.6) and one.worst == pytest.approx(1.6)
+    np.testing.assert_allclose(one.to_score([0.6, 0.7]), [0.9, 0.82])
+    # two runs with one best between them (repeats): the same, over both runs' points (median
+    # 0.7, spread 0.1: worst end 0.7 + 3 x 0.1)
+    same = MetricScaler.fit_runs([[2.0, 0.6], [1.0, 0.7, 0.6]], higher_is_better=False)
+    assert same.best == pytest.approx(0.6) and same.worst == pytest.approx(1.0)
+    # a constant run still opens the range around its value
+    flat = MetricScaler.fit_runs([[0.7, 0.7, 0.7]], higher_is_better=False)
+    assert flat.worst == pytest.approx(0.7) and flat.best == pytest.approx(0.63)
 
 
 def test_monotone_round_trip_and_diverged_order():
