@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,28 +51,36 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    """``foo``, ``foo.pt`` or ``foo.json`` -> (foo.pt, foo.json)."""
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """The two files of a checkpoint: ``foo``, ``foo.pt`` or ``foo.json`` -> (foo.pt, foo.json)."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".pt", ".json") else path
     return stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".json")
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> tuple[Path, Path]:
-    """Write ``ckpt`` as ``path.pt`` + ``path.json`` (parents created); returns both paths."""
-    weights, card = _paths(path)
+    """Write ``ckpt`` as ``path.pt`` + ``path.json`` (parents created); returns both paths.
+
+    Each file is written beside its target and moved onto it (``os.replace``), so a reader never
+    sees a half-written file; a crash between the two moves leaves weights whose sha256 the card
+    does not hold, which :func:`load_checkpoint` refuses.
+    """
+    weights, card = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
-    torch.save(tensors, weights)
+    tmp_weights, tmp_card = (p.with_name(f".{p.name}.tmp") for p in (weights, card))
+    torch.save(tensors, tmp_weights)
     meta = {
         "format_version": FORMAT_VERSION,
         "model": ckpt.model.to_dict(),
         "prior": ckpt.prior,
         "borders": [float(b) for b in ckpt.borders.detach().cpu().double()],
         "training": ckpt.training,
-        "sha256": _sha256(weights),
+        "sha256": _sha256(tmp_weights),
     }
-    card.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp_card.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp_weights, weights)
+    os.replace(tmp_card, card)
     return weights, card
 
 
@@ -81,11 +90,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     Raises ``FileNotFoundError`` if either file is missing and ``ValueError`` if the format version
     is unknown or the weights' sha256 does not match the card (a corrupt or swapped file).
     """
-    weights, card = _paths(path)
+    weights, card = checkpoint_paths(path)
     for p in (weights, card):
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint file {p} does not exist")
-    meta = json.loads(card.read_text())
+    try:
+        meta = json.loads(card.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{card}: not a checkpoint card (invalid JSON: {err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{card}: not a checkpoint card (a JSON object is expected)")
     version = meta.get("format_version")
     if version not in _READABLE:
         raise ValueError(
@@ -98,6 +112,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{weights}: sha256 {actual} does not match {meta.get('sha256')} recorded in {card}; "
             "the weights file is corrupt or belongs to another checkpoint"
         )
+    missing = [k for k in ("model", "borders") if k not in meta]
+    if missing:
+        raise ValueError(f"{card}: the checkpoint card lacks {', '.join(missing)}")
     state = torch.load(weights, map_location="cpu", weights_only=True)
     return Checkpoint(
         state_dict=state,

@@ -632,7 +632,7 @@ def evaluate_prior(
             batch = p.sample(
                 size,
                 generator=torch.Generator().manual_seed(seed + b),
-                n_context=max(1, round(f * probe.n_tokens)),
+                n_context=min(max(1, round(f * probe.n_tokens)), probe.n_tokens - 1),
             ).to(surrogate.device)
             inp, target = CurveSetInput.from_batch(batch)
             with torch.inference_mode():

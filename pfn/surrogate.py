@@ -138,9 +138,13 @@ class Prediction:
     def _out(self, x: Tensor) -> np.ndarray:
         return x.detach().double().numpy()
 
-    def _arg(self, value: ArrayLike) -> Tensor:
-        """A float or an (L,) array as a tensor that broadcasts with the (L,) query times."""
-        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+    def _arg(self, value: ArrayLike) -> Tensor | float:
+        """A float or an (L,) array as a tensor that broadcasts with the (L,) query times; a
+        single number stays a Python float (kept in float64 by ``pi`` and ``ei``, so a threshold
+        a hair below 1 is not rounded onto the top border)."""
+        if np.ndim(value) == 0:
+            return float(value)  # type: ignore[arg-type]
+        return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=torch.float32)
 
     def mean(self) -> np.ndarray:
         """E[y]: (L,)."""
@@ -572,7 +576,11 @@ class Surrogate:
             y = np.atleast_1d(np.asarray(y, np.float64))
             if t.shape != y.shape or t.ndim != 1:
                 raise ValueError(f"curve {i}: t and y must be 1-D of the same length")
-            if ((t <= 0) | (t > 1)).any() or ((y < 0) | (y > 1)).any() or not np.isfinite(y).all():
+            if (
+                not (np.isfinite(t).all() and np.isfinite(y).all())
+                or ((t <= 0) | (t > 1)).any()
+                or ((y < 0) | (y > 1)).any()
+            ):
                 raise ValueError(f"curve {i}: t must lie in (0, 1] and y in [0, 1]")
             pts.append((np.full(t.size, i), t, y))
         ctx_curve, ctx_t, ctx_y = (np.concatenate(a) for a in zip(*pts, strict=True))

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pfn.bar_distribution import BarDistribution, equal_mass_borders, uniform_borders
-from pfn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pfn.checkpoint import Checkpoint, checkpoint_paths, load_checkpoint, save_checkpoint
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig, upgrade_state_dict
 from priors.base import Prior
 from priors.batch import CurveBatch
@@ -69,9 +69,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between resumable Lightning checkpoints
     data: str | None = None  # a `curvepfn prior sample` HDF5 file to train on instead of the prior
     # A product checkpoint (NAME, NAME.pt or NAME.json) whose weights and bucket borders start the
-    # run (fine-tuning / continued training); its model config must equal `model`, or be `model`
-    # without the last-value head (which is then added, zero-initialised: see
-    # pfn.model.upgrade_state_dict).
+    # run (fine-tuning / continued training; `borders` is then unused); its model config must
+    # equal `model`, or be `model` without the last-value head (which is then added,
+    # zero-initialised: see pfn.model.upgrade_state_dict; its borders must be uniform).
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -260,6 +260,15 @@ class PFNModule(L.LightningModule):
                     f"but the run's model config is {config.model}"
                 ) from None
             self.net.load_state_dict(state)
+            uniform = uniform_borders(config.model.n_buckets)
+            if config.model.last_value_head and not torch.allclose(
+                self.parent.borders, uniform, atol=1e-6
+            ):
+                raise ValueError(
+                    f"init_from={config.init_from!r} has non-uniform bucket borders, but the "
+                    "run's network has the last-value head, whose bumps assume uniform buckets "
+                    "(Surrogate.load would refuse the result): train without the head"
+                )
             self.dist = BarDistribution(self.parent.borders)
         self._val: list[dict[float, CurveBatch]] = []  # per batch: context fraction -> batch
 
@@ -469,7 +478,11 @@ def pretrain(
         for k, v in trainer.callback_metrics.items()
         if k.startswith("val/ll@")
     }
-    path = exporter.export(module, trainer, val_ll=val_ll, wall_time_s=wall)
+    if trainer.is_global_zero:  # one writer (every rank of a multi-GPU run gets here)
+        path = exporter.export(module, trainer, val_ll=val_ll, wall_time_s=wall)
+    else:
+        path = checkpoint_paths(exporter.path)[0]
+    trainer.strategy.barrier("pretrain.export")
     return PretrainResult(
         checkpoint=path, steps=int(trainer.global_step), wall_time_s=wall, val_ll=val_ll
     )

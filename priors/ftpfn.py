@@ -599,7 +599,8 @@ class FTPFNPrior:
         """Draw ``batch_size`` tasks of ``seq_len`` tokens (see ``priors.batch``).
 
         ``n_context`` (default: uniform in ``0..seq_len-1``, drawn from ``generator``) fixes the
-        number of context tokens of every task of the batch.
+        number of context tokens of every task of the batch; ``seq_len`` gives tasks without
+        queries (every token observed: for looking at the curves, not for training).
         """
         cfg = self.config
         if batch_size < 1:

@@ -178,6 +178,8 @@ class LCPFNPrior:
 
     def sample_params(self, n: int, *, generator: torch.Generator) -> LCPFNCurveParams:
         """``n`` accepted curve parameter draws (rejection sampling, vectorised in rounds)."""
+        if n <= 0:
+            return draw_curve_params(0, generator=generator)  # empty (draws nothing)
         steps = torch.arange(1, self.config.n_steps + 1, device=generator.device)  # (S,)
         kept: list[LCPFNCurveParams] = []
         n_kept, n_drawn, n_accepted = 0, 0, 0

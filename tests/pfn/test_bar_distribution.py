@@ -173,9 +173,14 @@ def test_log_prob_is_log_density_by_hand(dist, logits):
     density = torch.tensor([1.0, 0.5, 3.0, 1.0, 1.0, 0.5, 3.0, 1.0])
     torch.testing.assert_close(dist.log_prob(logits, y), density.log())
     torch.testing.assert_close(dist.nll(logits, y), -density.log())
-    # Outside the support: clamped onto the edge buckets.
+    # Outside the support: the loss clamps onto the edge buckets; the density is zero there, and
+    # NaN for NaN (a raw metric passed by mistake must not get a plausible log-likelihood)
     torch.testing.assert_close(dist.nll(logits, -0.5), dist.nll(logits, 0.0))
     torch.testing.assert_close(dist.nll(logits, 1.5), dist.nll(logits, 1.0))
+    off = dist.log_prob(logits, torch.tensor([-0.5, 1.5, 5.0, math.nan, 1.0]))
+    assert off[:3].tolist() == [-math.inf] * 3 and math.isnan(off[3])
+    assert off[4] == density[-1].log()
+    assert dist.log_prob(logits, 1.0 + 1e-3) == -math.inf  # a Python float too
 
 
 def test_cdf_by_hand(dist, logits):

@@ -23,6 +23,7 @@ def ckpt(tiny_ckpt) -> Checkpoint:
 def test_round_trip_gives_identical_predictions(ckpt, tmp_path):
     weights, card = save_checkpoint(tmp_path / "sub" / "m", ckpt)
     assert (weights.name, card.name) == ("m.pt", "m.json")
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["m.json", "m.pt"]  # no temporaries
     state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only
     assert state.keys() == ckpt.state_dict.keys()
     meta = json.loads(card.read_text())
@@ -64,6 +65,26 @@ def test_a_version_1_card_loads_as_the_network_without_the_last_value_head(ckpt,
     del meta["model"]["last_value_head"]
     card.write_text(json.dumps(meta))
     assert load_checkpoint(tmp_path / "m").model.last_value_head is False
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "JSON object"),
+        ("drop model", "lacks model"),
+        ("drop borders", "lacks borders"),
+    ],
+)
+def test_a_malformed_card_is_named(ckpt, tmp_path, text, match):
+    _, card = save_checkpoint(tmp_path / "m", ckpt)
+    if text.startswith("drop "):
+        meta = json.loads(card.read_text())
+        del meta[text.removeprefix("drop ")]
+        text = json.dumps(meta)
+    card.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(tmp_path / "m")
 
 
 def test_missing_file(ckpt, tmp_path):

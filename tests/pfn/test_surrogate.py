@@ -11,6 +11,7 @@ import torch
 
 from pfn.bar_distribution import BarDistribution, uniform_borders
 from pfn.checkpoint import Checkpoint, save_checkpoint
+from pfn.forecast import BarForecast
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from pfn.scaling import MetricScaler
 from pfn.surrogate import Curve, RawRun, Surrogate, _length_passes
@@ -419,6 +420,21 @@ def test_shipped_model_interval_holds_a_run_sitting_at_the_bound():
         runs, max_step=40, higher_is_better=True, lower_bound=0.0, upper_bound=1.0
     )
     assert pred.upper == 1.0 and pred.lower < pred.final <= 1.0
+
+
+def test_a_threshold_a_hair_below_the_top_keeps_its_float64():
+    """A run at 1.0 puts an atom on the top border: P(Y > 1 - 1e-9) is that atom's mass, which
+    a threshold rounded to float32 (= 1.0) would read as 0."""
+    sur = Surrogate.load()
+    (pred,) = sur.predict(
+        [Curve([0.5], t=[0.1, 0.2, 0.3, 0.4], y=[1.0] * 4)], [Curve([0.5], t=[1.0])]
+    )
+    atom = pred.pi(1 - 1e-9)
+    assert atom[0] > 0.05
+    np.testing.assert_allclose(atom, BarForecast(pred.logits, pred.distribution).pi(1 - 1e-9))
+    assert pred.pi(1.0)[0] == 0.0 and pred.ei(np.float64(1 - 1e-9))[0] > 0
+    with pytest.raises(ValueError, match=r"t must lie in \(0, 1\]"):
+        sur.forecast_single([([0.1, np.nan], [0.5, 0.6])], [1.0])
 
 
 def test_package_exports_the_inference_api():

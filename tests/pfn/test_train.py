@@ -6,9 +6,17 @@ import pytest
 import torch
 
 from pfn.bar_distribution import BarDistribution, uniform_borders
-from pfn.checkpoint import load_checkpoint
-from pfn.model import CurveSetInput, CurveSetTransformer
-from pfn.train import TRAIN_CONFIGS, OptimConfig, TrainConfig, lr_factor, pretrain, train_config
+from pfn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
+from pfn.train import (
+    TRAIN_CONFIGS,
+    OptimConfig,
+    PFNModule,
+    TrainConfig,
+    lr_factor,
+    pretrain,
+    train_config,
+)
 from priors.registry import make_prior
 from priors.store import write_tasks
 
@@ -123,3 +131,21 @@ def test_pretrain_from_a_prior_store(tmp_path):
     wide = replace(cfg, data=str(store), model=replace(cfg.model, max_hps=8))
     with pytest.raises(ValueError, match="max_hps"):
         pretrain(wide, tmp_path / "bad", accelerator="cpu", progress=False)
+
+
+def test_init_from_adds_the_last_value_head_only_on_uniform_borders(tmp_path):
+    small = dict(d_model=16, n_heads=2, n_layers=1, d_ff=16, n_query_layers=1, n_buckets=10)
+    parent = ModelConfig(**small, last_value_head=False)
+    child = ModelConfig(**small, last_value_head=True)
+    prior = {"name": "ftpfn", "seq_len": 50, "n_configs": 10}
+    skewed = torch.tensor([0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.99, 1.0])
+    for name, borders in (("uniform", uniform_borders(10)), ("skewed", skewed)):
+        net = CurveSetTransformer(parent)
+        save_checkpoint(tmp_path / name, Checkpoint(net.state_dict(), parent, borders))
+    grown = PFNModule(TrainConfig(model=child, init_from=str(tmp_path / "uniform"), prior=prior))
+    torch.testing.assert_close(grown.dist.borders, uniform_borders(10))
+    with pytest.raises(ValueError, match="non-uniform bucket borders"):
+        PFNModule(TrainConfig(model=child, init_from=str(tmp_path / "skewed"), prior=prior))
+    # without the head, any borders continue
+    same = PFNModule(TrainConfig(model=parent, init_from=str(tmp_path / "skewed"), prior=prior))
+    torch.testing.assert_close(same.dist.borders, skewed)

@@ -108,6 +108,13 @@ def test_accepted_curves_satisfy_the_constraints_and_noise_model():
     assert curves.params.pow3_a.mean() > 0.05
 
 
+def test_zero_curves_is_an_empty_draw():
+    none = LCPFNPrior().sample_curves(0, generator=_gen(4))
+    assert none.observed.shape == (0, 100) and none.sigma.shape == (0,)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        LCPFNPrior().sample_curves(-1, generator=_gen(4))
+
+
 def test_clipping_is_a_clamp_of_the_unclipped_draw():
     clipped = LCPFNPrior().sample_curves(500, generator=_gen(3))
     raw = LCPFNPrior(LCPFNPriorConfig(clip_observations=False)).sample_curves(
