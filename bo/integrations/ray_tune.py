@@ -16,7 +16,8 @@ the scheduler decides which trial trains next, one step (one ``tune.report``) at
 
 A resumed trial restarts from **its own latest checkpoint**: the trainable must report one with
 every result (``tune.report(metrics, checkpoint=...)``) and load it from ``tune.get_checkpoint()``;
-a trial paused without a checkpoint starts from scratch (a warning says so). Pass
+a trial paused without a checkpoint cannot (Tune would restart its step count), so it is stopped
+with a warning and its results so far still count. Pass
 ``reuse_actors=True`` to ``tune.TuneConfig``: otherwise every resume starts a new worker process
 (seconds each). Leave ``max_concurrent_trials`` unset: Tune's limiter counts paused trials, and
 the scheduler already runs only as many trials as the resources hold.
@@ -229,7 +230,6 @@ class FreezeThawScheduler(TrialScheduler):
         self._n_decisions = 0
         self._chosen: str | None = None  # returned by choose_trial_to_run, not yet started
         self._loaded = False  # whether state_path was read
-        self._warned: set[str] = set()
         self._decisions: list[Decision] = []
 
     # ---- public API ----------------------------------------------------------------------------
@@ -386,6 +386,17 @@ class FreezeThawScheduler(TrialScheduler):
                 chosen = t  # staged by Tune, waiting for its resources
             elif run.failed or run.finished or run.step >= self.max_steps:
                 self._stop(tune_controller, t)
+            elif run.step > 0 and getattr(t, "checkpoint", True) is None:
+                # Tune restores a trial's step count only from a checkpoint: thawed without one,
+                # it would report step 1 again, so it cannot go on where it stopped
+                logger.warning(
+                    "trial %s was paused at step %d without a checkpoint, so it cannot resume "
+                    "where it stopped: it is stopped (its results count). Report one with every "
+                    "result: tune.report(..., checkpoint=...)",
+                    t.trial_id, run.step,
+                )  # fmt: skip
+                run.finished = True
+                self._stop(tune_controller, t)
             else:
                 if t.status == Trial.PENDING:  # else Tune starts it when resources allow
                     tune_controller._set_trial_status(t, Trial.PAUSED)
@@ -402,15 +413,6 @@ class FreezeThawScheduler(TrialScheduler):
         if not waiting:
             return None
         trial = self._decide(waiting, n_running=len(running))
-        run = self._runs[trial.trial_id]
-        if run.step > 0 and getattr(trial, "checkpoint", True) is None:
-            if trial.trial_id not in self._warned:
-                self._warned.add(trial.trial_id)
-                logger.warning(
-                    "trial %s was paused at step %d without a checkpoint: it restarts from "
-                    "scratch. Report one with every result: tune.report(..., checkpoint=...)",
-                    trial.trial_id, run.step,
-                )  # fmt: skip
         self._chosen = trial.trial_id
         self._persist()
         return trial

@@ -300,6 +300,24 @@ def test_the_budget_stops_every_waiting_trial(tiny):
     assert "3/3 steps" in sched.debug_string()
 
 
+def test_a_paused_trial_without_a_checkpoint_is_stopped_not_resumed(tiny, caplog):
+    sched = scheduler(tiny)
+    ctl = played(sched, [[0.5, 0.4], [0.6]])
+    lost, kept = ctl.trials
+    lost.checkpoint = None  # the trainable reported no checkpoint: Tune cannot thaw it
+    with caplog.at_level("WARNING"):
+        chosen = ctl.choose()
+    assert chosen is not lost and lost.status == Trial.TERMINATED
+    assert sched.runs["t0"].finished and sched.runs["t0"].values == (0.5, 0.4)  # still counts
+    assert "cannot resume where it stopped" in caplog.text and "t0" in caplog.text
+    assert sched.steps_spent == 3  # its two steps stay spent
+    new = trial(7)  # a fresh trial needs no checkpoint
+    new.checkpoint = None
+    ctl.trials.append(new)
+    sched.on_trial_add(ctl, new)
+    assert new.status != Trial.TERMINATED and kept.status != Trial.TERMINATED
+
+
 def test_waits_for_free_resources(tiny, monkeypatch):
     sched = scheduler(tiny, budget=6)
     ctl = played(sched, [[0.5], [0.6], [0.7]])
