@@ -176,6 +176,8 @@ def _compare_hpo(args: argparse.Namespace) -> int:
         args.a, args.b, optimizer_a=args.optimizer, optimizer_b=args.against
     )
     print(f"A: {args.optimizer} in {args.a}\nB: {result.optimizer_b} in {args.b}")
+    for name, (va, vb) in result.differing_settings.items():
+        print(f"  {name}: A {va!r}, B {vb!r}")
     print(f"final regret, B - A: {result.describe()}")
     return 0
 

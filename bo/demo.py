@@ -238,7 +238,8 @@ def run_demo(
             checkpoints (``runs/<id>/state.pt``).
         checkpoint: the surrogate (None: the shipped one).
         budget: epochs the search spends; part 2 trains ``budget // max_epochs`` runs (at least
-            2) to the end, which is random search with the same budget.
+            2) to the end, which is random search with the same budget when ``budget`` is a
+            multiple of ``max_epochs`` (of at least 2 runs); otherwise the printout gives both.
         quick: a tiny version for tests: runs of 6 epochs, a budget of at most 12, part 2 sees
             2 epochs, one random-search draw.
         seed: seeds the data split, the search and part 2's configurations.
@@ -309,10 +310,16 @@ def run_demo(
     )  # fmt: skip
     # The search's first configuration is drawn at random, before the surrogate has a say.
     luck = " - with its first, randomly drawn, configuration" if search.best.trial == 0 else ""
+    random_epochs = n_full * max_epochs  # whole runs: the budget rounded down, at least 2 runs
+    head = (
+        f"Same budget, {budget} epochs"
+        if random_epochs == budget
+        else f"Budgets {random_epochs} epochs (random search, whole runs) and {budget} (search)"
+    )
     print(
-        f"\nSame budget, {n_full * max_epochs} epochs: random search over full-length runs "
-        f"reaches {med:.4f}{spread}; freeze-thaw reached {search.best.value:.4f} (one seed) "
-        f"by trying {len(search.runs)} configurations{luck}."
+        f"\n{head}: random search over full-length runs reaches {med:.4f}{spread}; freeze-thaw "
+        f"reached {search.best.value:.4f} (one seed) by trying {len(search.runs)} "
+        f"configurations{luck}."
     )
 
     extrapolation = out / "extrapolation.png"

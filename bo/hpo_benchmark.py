@@ -36,8 +36,9 @@ import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -269,6 +270,10 @@ class TabularOptimizer(ABC):
 
     name: str
 
+    def settings(self) -> dict[str, Any]:
+        """What a result must record to say how this optimizer was set (JSON-serialisable)."""
+        return {}
+
     @abstractmethod
     def run(self, objective: TableObjective, *, seed: int) -> None:
         """Spend ``objective``'s budget (all of it, unless nothing is left to learn).
@@ -432,6 +437,11 @@ class FreezeThawOptimizer(TabularOptimizer):
         self.config = config  # None: the optimiser's defaults, as a user gets them
         self._surrogate = None
 
+    def settings(self) -> dict[str, Any]:
+        """The checkpoint (None: the shipped one), the acquisition and every pool setting."""
+        config = self.config if self.config is not None else FreezeThawConfig()
+        return {"checkpoint": self.checkpoint, "acquisition": self.acquisition, **asdict(config)}
+
     def run(self, objective: TableObjective, *, seed: int) -> None:
         from bo.freeze_thaw import FreezeThaw, NothingToAsk
         from bo.space import CandidateTable
@@ -594,6 +604,7 @@ class HPOEvalResult:
     rank: np.ndarray  # (O, R, B) rank among the optimizers on the same table and seed
     runs: list[RunRecord]
     summary: list[HPOSummary]
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # optimizer -> settings
 
     def mean_regret(self) -> np.ndarray:
         """(O, B) mean normalised regret over runs."""
@@ -783,6 +794,7 @@ def evaluate_hpo(
         rank=rank,
         runs=runs,
         summary=summary,
+        settings={o.name: o.settings() for o in opts},
     )
 
 
@@ -793,12 +805,13 @@ def markdown_table(result: HPOEvalResult) -> str:
     lines = [
         f"Data `{Path(result.data).name}`: {len(result.tables)} table(s) x {result.seeds} "
         f"seed(s), budget {result.budget} steps; normalised regret ↓ (mean ± s.e.) and average "
-        "rank ↓.",
+        "rank ↓; per search, the runs started (restarts of a configuration included) and the "
+        "distinct configurations run.",
         "",
         "| optimizer | "
         + " | ".join(f"regret @{b} | rank @{b}" for b in budgets)
-        + " | configs started |",
-        "|---|" + "---|---|" * len(budgets) + "---|",
+        + " | runs started | configurations |",
+        "|---|" + "---|---|" * len(budgets) + "---|---|",
     ]
     best_reg = {b: min(result.summary_for(o, b).regret for o in result.optimizers) for b in budgets}
     best_rank = {b: min(result.summary_for(o, b).rank for o in result.optimizers) for b in budgets}
@@ -809,8 +822,9 @@ def markdown_table(result: HPOEvalResult) -> str:
             reg, rk = f"{s.regret:.4f} ± {s.regret_se:.4f}", f"{s.rank:.2f}"
             cells.append(f"**{reg}**" if s.regret == best_reg[b] else reg)
             cells.append(f"**{rk}**" if s.rank == best_rank[b] else rk)
-        starts = np.mean([r.n_starts for r in result.runs if r.optimizer == opt])
-        lines.append(f"| {opt} | " + " | ".join(cells) + f" | {starts:.1f} |")
+        runs = [r for r in result.runs if r.optimizer == opt]
+        starts, configs = np.mean([r.n_starts for r in runs]), np.mean([r.n_configs for r in runs])
+        lines.append(f"| {opt} | " + " | ".join(cells) + f" | {starts:.1f} | {configs:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -826,6 +840,7 @@ def write_hpo_report(result: HPOEvalResult, out_dir: str | Path) -> list[Path]:
         "seeds": result.seeds,
         "budget": result.budget,
         "report_budgets": list(result.report_budgets),
+        "settings": result.settings,
         "summary": [asdict(s) for s in result.summary],
         "runs": [asdict(r) for r in result.runs],
         # (O, B) curves, by optimizer

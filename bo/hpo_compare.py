@@ -12,8 +12,9 @@ Shapes: ``R`` paired runs (tables x seeds).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,9 @@ class PairedComparison:
     n_b_better: int  # runs where B's regret is lower
     n_b_worse: int
     n_equal: int
+    # the two optimizers' settings where they differ, {name: (A's, B's)} (results written since
+    # 2026-12-07 record them; an older result's are unknown: None)
+    differing_settings: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line, e.g. ``-0.0105 ± 0.0071 over 93 runs (B better in 26, worse in 23, equal
@@ -45,6 +49,17 @@ class PairedComparison:
         )
 
 
+def _payload(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The ``results.json`` at ``path`` (the file or its folder), parsed."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict) or "runs" not in payload:
+        raise ValueError(f"{path} is not a results.json of `curvepfn evaluate hpo`")
+    return path, payload
+
+
 def load_final_regrets(path: str | Path, optimizer: str) -> dict[tuple[str, int], float]:
     """``{(table, seed): final regret}`` of ``optimizer`` in a ``results.json`` written by
     ``curvepfn evaluate hpo`` (``path`` may be the file or its folder).
@@ -53,12 +68,7 @@ def load_final_regrets(path: str | Path, optimizer: str) -> dict[tuple[str, int]
         FileNotFoundError: no such file.
         ValueError: the file is not such a result, or ``optimizer`` is not in it.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    payload = json.loads(path.read_text())
-    if not isinstance(payload, dict) or "runs" not in payload:
-        raise ValueError(f"{path} is not a results.json of `curvepfn evaluate hpo`")
+    path, payload = _payload(path)
     regrets = {
         (run["table"], int(run["seed"])): float(run["final_regret"])
         for run in payload["runs"]
@@ -81,12 +91,20 @@ def compare_final_regret(
     result ``a`` by (table, seed).
 
     Raises:
-        ValueError: the two results do not hold the same (table, seed) runs (a paired
-            comparison of different runs would be silently wrong), or an optimizer is missing.
+        ValueError: the two results do not hold the same (table, seed) runs, were simulated with
+            different budgets or on files of different names (a paired comparison of different
+            runs would be silently wrong), or an optimizer is missing.
     """
     optimizer_b = optimizer_a if optimizer_b is None else optimizer_b
-    ra = load_final_regrets(a, optimizer_a)
-    rb = load_final_regrets(b, optimizer_b)
+    (path_a, pa), (path_b, pb) = _payload(a), _payload(b)
+    for key in ("budget", "data"):
+        va, vb = pa.get(key), pb.get(key)
+        if key == "data" and va is not None and vb is not None:
+            va, vb = Path(va).name, Path(vb).name
+        if va != vb:
+            raise ValueError(f"{path_a} has {key} {va!r}, {path_b} has {vb!r}: not comparable")
+    ra = load_final_regrets(path_a, optimizer_a)
+    rb = load_final_regrets(path_b, optimizer_b)
     if ra.keys() != rb.keys():
         only_a, only_b = sorted(ra.keys() - rb.keys()), sorted(rb.keys() - ra.keys())
         raise ValueError(
@@ -104,4 +122,16 @@ def compare_final_regret(
         n_b_better=int((diff < 0).sum()),
         n_b_worse=int((diff > 0).sum()),
         n_equal=int((diff == 0).sum()),
+        differing_settings=_differing_settings(
+            pa.get("settings", {}).get(optimizer_a), pb.get("settings", {}).get(optimizer_b)
+        ),
     )
+
+
+def _differing_settings(
+    a: dict[str, Any] | None, b: dict[str, Any] | None
+) -> dict[str, tuple[Any, Any]]:
+    """``{name: (a's, b's)}`` where the settings differ; every name of the known side (None for
+    the other) when one result predates recorded settings."""
+    a, b = a or {}, b or {}
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}

@@ -106,12 +106,23 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(msg) from err
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+    return _distinct(values, text)
 
 
 def name_list(text: str) -> tuple[str, ...]:
-    """argparse type: ``"a, b,c"`` -> ``("a", "b", "c")`` (empty items dropped)."""
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+    """argparse type: ``"a, b,c"`` -> ``("a", "b", "c")`` (empty items dropped; at least one
+    name, each once: a repeated table or method would count its runs twice)."""
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return _distinct(names, text)
+
+
+def _distinct(values: tuple, text: str) -> tuple:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given twice in {text!r}")
+    return values
 
 
 def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -262,9 +273,9 @@ def read_runs(path: str | Path) -> tuple[dict[str, RawRun], list[str]]:
         ValueError: a required column is missing, a value is not numeric, a hyperparameter
             varies within a run, or the file has no rows.
     """
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
         reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        header = [h.strip() for h in (reader.fieldnames or []) if h.strip()]  # "a,b,": 2 columns
         missing = [c for c in _REQUIRED if c not in header]
         if missing:
             raise ValueError(

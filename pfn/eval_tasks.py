@@ -30,7 +30,7 @@ import numpy as np
 from pfn.curve_table import CurveTable
 from pfn.scaling import MetricScaler
 
-__all__ = ["EvalTask", "build_eval_task", "unseen_rows"]
+__all__ = ["EvalTask", "NoTargets", "build_eval_task", "unseen_rows"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +72,10 @@ class EvalTask:
         sel = self.ctx_curve == curve
         order = np.argsort(self.ctx_t[sel], kind="stable")
         return self.ctx_t[sel][order], self.ctx_y[sel][order]
+
+
+class NoTargets(ValueError):
+    """No curve drawn for the task has a recorded final value: the task has nothing to score."""
 
 
 def _task_seed(table: CurveTable, n_context: int, seed: int) -> list[int]:
@@ -141,7 +145,7 @@ def build_eval_task(
     has_final = recorded[rows_arr, -1]
     target_curve = np.flatnonzero(has_final)
     if target_curve.size == 0:
-        raise ValueError(
+        raise NoTargets(
             f"table {table.name!r}: none of the {len(rows)} curves drawn has a recorded final value"
         )
     return EvalTask(

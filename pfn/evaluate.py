@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from pfn.curve_table import TIME_MODES, CurveTable, read_curve_tables
-from pfn.eval_tasks import EvalTask, build_eval_task
+from pfn.eval_tasks import EvalTask, NoTargets, build_eval_task
 from pfn.forecast import Forecast, ForecastMethod
 from pfn.model import CurveSetInput
 from pfn.surrogate import Surrogate
@@ -303,14 +304,19 @@ def evaluate_surrogate(
     pit = {m.name: np.zeros(_PIT_BINS, dtype=np.int64) for m in methods}
     jobs = [(tab, n, s) for tab in curve_tables for n in config.context_sizes
             for s in range(config.seeds)]  # fmt: skip
+    skipped: list[str] = []
     for tab, n, seed in tqdm(jobs, desc="evaluate", unit="task", disable=not progress):
-        task = build_eval_task(
-            tab,
-            n_context=n,
-            seed=seed,
-            time_mode=config.time_mode,
-            bounds_as_ends=config.scaling == "bounds",
-        )
+        try:
+            task = build_eval_task(
+                tab,
+                n_context=n,
+                seed=seed,
+                time_mode=config.time_mode,
+                bounds_as_ends=config.scaling == "bounds",
+            )
+        except NoTargets:  # every method skips it alike, so the comparison stays paired
+            skipped.append(f"{tab.name} N={n} seed {seed}")
+            continue
         hidden = task.hidden()
         for method in methods:
             start = time.perf_counter()
@@ -336,6 +342,19 @@ def evaluate_surrogate(
                     coverage_inside=cover_inside,
                 )
             )
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} of {len(jobs)} task(s) skipped: none of the curves drawn had a "
+            f"recorded final value to score ({', '.join(skipped[:5])}"
+            f"{', ...' if len(skipped) > 5 else ''})",
+            stacklevel=2,
+        )
+    unscored = [n for n in config.context_sizes if not any(r.n_context == n for r in records)]
+    if unscored:
+        raise ValueError(
+            f"no task of context size(s) {unscored} could be scored: no curve drawn had a "
+            "recorded final value (too few curves at that size, or too many runs stopped early)"
+        )
     return SurrogateEvalResult(
         data=str(data),
         checkpoint=checkpoint_name,

@@ -82,6 +82,7 @@ def test_quick_demo_numbers_are_consistent(quick_runs):
 
     rows = result.rows
     assert len(rows) == 2  # budget 12 // 6 epochs: random search with the same budget
+    assert "Same budget, 12 epochs: random search" in stdout
     for r in rows:
         assert len(r.curve) == 6 and r.seen_epochs == 2
         assert r.lower <= r.predicted <= r.upper
@@ -98,6 +99,13 @@ def test_quick_demo_numbers_are_consistent(quick_runs):
     naive = np.mean([abs(r.last_seen - r.actual) for r in finite])
     assert result.prediction_mae == pytest.approx(mae) and result.last_value_mae == pytest.approx(
         naive
+    )
+
+
+def test_the_comparison_names_both_budgets_when_they_differ(tmp_path, capsys):
+    run_demo(tmp_path, quick=True, progress=False, budget=10)  # 2 runs of 6 epochs: 12
+    assert "Budgets 12 epochs (random search, whole runs) and 10 (search)" in (
+        capsys.readouterr().out
     )
 
 

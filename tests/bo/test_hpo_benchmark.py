@@ -351,6 +351,13 @@ def test_cli_writes_the_report(curve_file, tmp_path, capsys):
     assert payload["optimizers"] == ["random", "hyperband", "asha"]
     assert {s["budget"] for s in payload["summary"]} == {100, 120}
     assert len(payload["mean_regret"]["asha"]) == 120
+    # Hyperband restarts configurations: more runs started than configurations run
+    row = next(line for line in printed.splitlines() if line.startswith("| hyperband |"))
+    started, configurations = (float(c) for c in row.strip(" |").split(" | ")[-2:])
+    hb = [r for r in payload["runs"] if r["optimizer"] == "hyperband"]
+    assert started == pytest.approx(np.mean([r["n_starts"] for r in hb]), abs=0.051)
+    assert configurations == pytest.approx(np.mean([r["n_configs"] for r in hb]), abs=0.051)
+    assert started > configurations
 
 
 def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
@@ -362,6 +369,10 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert main(args + ["--out", str(out)]) == 0
     payload = json.loads((out / "results.json").read_text())
     assert payload["optimizers"] == ["freeze-thaw"]
+    settings = payload["settings"]["freeze-thaw"]  # what a later comparison needs to know
+    assert settings["checkpoint"] == str(tiny_checkpoint_path)
+    assert settings["n_candidates"] == 1 and settings["start_value"] == "best"
+    assert "| runs started | configurations |" in (out / "results.md").read_text()
     assert main(args[:-1] + [str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     again = tmp_path / "again"  # deterministic: the same search again

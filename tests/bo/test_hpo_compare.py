@@ -11,15 +11,17 @@ from bo.cli import main
 from bo.hpo_compare import compare_final_regret, load_final_regrets
 
 
-def _write(path, regrets: dict[str, list[float]], tables=("t0", "t1")) -> None:
-    """A results.json with, per optimizer, one final regret per (table, seed), table-major."""
+def _write(path, regrets: dict[str, list[float]], tables=("t0", "t1"), **fields) -> None:
+    """A results.json with, per optimizer, one final regret per (table, seed), table-major, and
+    any other top-level ``fields``."""
     runs = []
     for name, values in regrets.items():
         keys = [(t, s) for t in tables for s in range(len(values) // len(tables))]
         for (table, seed), v in zip(keys, values, strict=True):
             runs.append({"optimizer": name, "table": table, "seed": seed, "final_regret": v})
     path.mkdir(parents=True, exist_ok=True)
-    (path / "results.json").write_text(json.dumps({"runs": runs[::-1]}))  # order must not matter
+    payload = {"runs": runs[::-1], **fields}  # the order of the runs must not matter
+    (path / "results.json").write_text(json.dumps(payload))
 
 
 def test_paired_difference_of_two_results(tmp_path):
@@ -47,6 +49,29 @@ def test_refuses_results_of_other_runs_or_optimizers(tmp_path):
     (tmp_path / "c.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a results.json"):
         load_final_regrets(tmp_path / "c.json", "freeze-thaw")
+
+
+def test_refuses_other_budgets_or_files_and_names_other_settings(tmp_path, capsys):
+    regrets = {"freeze-thaw": [0.1, 0.2, 0.3, 0.4]}
+    _write(tmp_path / "a", regrets, budget=1000, data="../shared/data/x.h5")
+    _write(tmp_path / "short", regrets, budget=300, data="../shared/data/x.h5")
+    _write(tmp_path / "other", regrets, budget=1000, data="/elsewhere/y.h5")
+    with pytest.raises(ValueError, match="budget 1000.*has 300: not comparable"):
+        compare_final_regret(tmp_path / "a", tmp_path / "short")
+    with pytest.raises(ValueError, match="data 'x.h5'.*'y.h5'"):
+        compare_final_regret(tmp_path / "a", tmp_path / "other")
+    base = {"checkpoint": None, "n_candidates": 1, "start_value": "best"}
+    _write(tmp_path / "s1", regrets, budget=1000, data="/abs/x.h5",
+           settings={"freeze-thaw": base})  # fmt: skip
+    _write(tmp_path / "s8", regrets, budget=1000, data="x.h5",
+           settings={"freeze-thaw": {**base, "n_candidates": 8}})  # fmt: skip
+    out = compare_final_regret(tmp_path / "s1", tmp_path / "s8")  # same file name: comparable
+    assert out.differing_settings == {"n_candidates": (1, 8)}
+    assert compare_final_regret(tmp_path / "a", tmp_path / "s8").differing_settings == {
+        k: (None, v) for k, v in {**base, "n_candidates": 8}.items() if v is not None
+    }
+    assert main(["evaluate", "hpo-compare", str(tmp_path / "s1"), str(tmp_path / "s8")]) == 0
+    assert "  n_candidates: A 1, B 8" in capsys.readouterr().out
 
 
 def test_command_line(tmp_path, capsys):

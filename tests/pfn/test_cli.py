@@ -129,6 +129,19 @@ def test_predict_single_weight_sets_the_predictive(tmp_path, checkpoint, capsys)
     assert printed["0"] != printed["1"]  # run a: the context view, then its curve alone
 
 
+def test_read_runs_takes_excel_csv_and_trailing_commas(tmp_path):
+    plain = cli.read_runs(write(tmp_path, "run,step,value,lr\na,1,0.5,1\nb,1,0.7,3\n"))
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("run,step,value,lr\r\na,1,0.5,1\r\nb,1,0.7,3\r\n".encode("utf-8-sig"))
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("run,step,value,lr,\na,1,0.5,1,\nb,1,0.7,3,\n")
+    for other in (cli.read_runs(bom), cli.read_runs(trailing)):
+        assert other[1] == plain[1] == ["lr"]
+        assert {k: (r.steps, r.values, r.config) for k, r in other[0].items()} == {
+            k: (r.steps, r.values, r.config) for k, r in plain[0].items()
+        }
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -147,6 +160,21 @@ def test_predict_rejects_bad_csv(tmp_path, checkpoint, text, match):
     )
     with pytest.raises(ValueError, match=match):
         args.func(args)
+
+
+@pytest.mark.parametrize(
+    ("flag", "match"), [("--tasks", "t1 given twice"), ("--context-sizes", "400 given twice")]
+)
+def test_list_flags_refuse_repeats(flag, match):
+    value = {"--tasks": "t1,t2,t1", "--context-sizes": "400,800,400"}[flag]
+    parser = argparse.ArgumentParser()
+    parser.add_argument(flag, type=cli.name_list if flag == "--tasks" else cli._int_list)
+    with pytest.raises(SystemExit):
+        parser.parse_args([flag, value])
+    with pytest.raises(argparse.ArgumentTypeError, match=match):
+        (cli.name_list if flag == "--tasks" else cli._int_list)(value)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected comma-separated names"):
+        cli.name_list(" , ")
 
 
 def test_curvepfn_main_reports_bad_input(tmp_path, checkpoint, capsys):

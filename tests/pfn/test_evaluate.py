@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+import pfn.evaluate as evaluate_module
 from bo.cli import main
 from pfn.curve_table import read_curve_tables
-from pfn.eval_tasks import build_eval_task
+from pfn.eval_tasks import NoTargets, build_eval_task
 from pfn.evaluate import (
     PFNMethod,
     SurrogateEvalConfig,
@@ -159,6 +160,28 @@ def test_evaluate_surrogate_runs_every_method_and_writes_a_report(tiny, curve_fi
     assert "| 40 | pfn-single |" in table.split("Paired against")[1]
     assert "Paired" not in markdown_table(dataclasses.replace(result, config=dataclasses.replace(
         config, methods=("pfn",))))  # fmt: skip
+
+
+def test_tasks_without_a_final_value_are_skipped_with_a_warning(curve_file, monkeypatch):
+    # acc_task's row 0 stops early: a task of 3 points sometimes draws it alone (no target)
+    config = SurrogateEvalConfig(context_sizes=(3, 40), seeds=30, methods=("last-value",))
+    with pytest.warns(UserWarning, match=r"task\(s\) skipped: none of the curves drawn"):
+        result = evaluate_surrogate(
+            curve_file, surrogate=None, tables=["acc_task"], config=config, progress=False
+        )
+    small = result.score("last-value", 3)
+    assert 0 < small.n_tasks < 30 and result.score("last-value", 40).n_tasks == 30
+
+    def no_targets(table, *, n_context, **kwargs):
+        if n_context == 3:
+            raise NoTargets("nothing to score")
+        return build_eval_task(table, n_context=n_context, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "build_eval_task", no_targets)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"context size\(s\) \[3\]"):
+        evaluate_surrogate(
+            curve_file, surrogate=None, tables=["acc_task"], config=config, progress=False
+        )
 
 
 def test_bad_configuration_is_refused(tiny, curve_file):
