@@ -155,6 +155,16 @@ def test_demo_cli_options():
     assert default.seed == 0 and default.checkpoint is None
 
 
+def test_demo_cli_passes_its_options_on(monkeypatch):
+    import bo.demo
+
+    calls = []
+    monkeypatch.setattr(bo.demo, "run_demo", lambda out, **kw: calls.append((out, kw)))
+    argv = ["demo", "--quick", "--budget", "30", "--out", "x", "--seed", "2"]
+    assert main(argv + ["--checkpoint", "c"]) == 0
+    assert calls == [("x", {"checkpoint": "c", "budget": 30, "quick": True, "seed": 2})]
+
+
 def test_demo_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

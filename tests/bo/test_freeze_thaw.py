@@ -77,6 +77,34 @@ def test_parallel_asks_are_distinct_and_fantasised(tiny):
     assert ft.pending == ()
 
 
+def test_a_pending_run_enters_the_decision_as_its_predicted_median(tiny, monkeypatch):
+    ft = make(tiny)
+    for v in (0.9, 0.8):
+        ft.tell(ft.ask(), v)
+    pending = ft.ask()
+    fantasies, contexts = [], []
+    forecast, views = tiny.forecast, tiny.forecast_views
+
+    def spy_forecast(configs, **kw):
+        fc = forecast(configs, **kw)
+        fantasies.append((kw["qry_curve"], kw["qry_t"], fc.quantile(0.5)))
+        return fc
+
+    def spy_views(configs, **kw):
+        contexts.append(kw)
+        return views(configs, **kw)
+
+    monkeypatch.setattr(tiny, "forecast", spy_forecast)
+    monkeypatch.setattr(tiny, "forecast_views", spy_views)
+    ft.ask()
+    ((curves, times, median),) = fantasies  # one fantasy: the pending run's next step
+    assert list(curves) == [pending.id] and list(times) == [pending.step / 5]
+    ctx = contexts[0]
+    assert (ctx["ctx_curve"][-1], ctx["ctx_t"][-1]) == (pending.id, pending.step / 5)
+    assert ctx["ctx_y"][-1] == pytest.approx(median[0])  # read as a point of its curve
+    assert len(ctx["ctx_curve"]) == 3  # the two told points and the fantasy
+
+
 def test_bad_tells_are_refused(tiny):
     ft = make(tiny)
     t = ft.ask()

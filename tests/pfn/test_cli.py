@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bo import cli as bo_cli
 from pfn import cli
+from pfn.surrogate import Surrogate
 from pfn.train import PretrainResult
 
 CSV = """run,step,value,lr,width
@@ -93,6 +95,14 @@ def test_predict_prints_a_table_and_plots(tmp_path, checkpoint, capsys):
         final = float(row[3])
         lower, upper = (float(x) for x in " ".join(row[4:]).strip("[]").split(","))
         assert 0 <= lower <= final <= upper
+    # the flags reach predict_final: the printed numbers are its answer for a bounded loss
+    expected = Surrogate.load(checkpoint).predict_final(
+        cli.read_runs(write(tmp_path, CSV))[0], max_step=10, higher_is_better=False,
+        lower_bound=0.0, interval=0.9,
+    )  # fmt: skip
+    for p in expected:
+        assert rows[p.run][3] == f"{p.final:.4g}"
+        assert " ".join(rows[p.run][4:]) == f"[{p.lower:.4g}, {p.upper:.4g}]"
     assert lines[4] == f"plot: {png}"
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -178,10 +188,6 @@ def test_list_flags_refuse_repeats(flag, match):
 
 
 def test_curvepfn_main_reports_bad_input(tmp_path, checkpoint, capsys):
-    try:
-        from bo import cli as bo_cli
-    except ImportError as err:  # bo.cli needs priors.cli, written alongside
-        pytest.skip(f"bo.cli is not importable yet: {err}")
     code = bo_cli.main(
         [
             "predict",

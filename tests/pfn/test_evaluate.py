@@ -48,6 +48,12 @@ def test_score_task_by_hand():
     assert mse == pytest.approx((0.0 + 0.16) / 2, abs=1e-9)
     assert cover == 0.5  # 0.9 is 4 sigma out
     assert ll == pytest.approx(f.log_prob(y).mean())
+    # the interval's level counts: 1.8 sigma out is inside the 95% interval (1.96 sigma), not
+    # inside the 90% one (1.645 sigma)
+    edge = np.array([0.5 + 1.8 * 0.1])
+    one = GaussianForecast(np.array([0.5]), np.array([0.1]))
+    assert _score_task(one, edge, 0.95)[2].tolist() == [True]
+    assert _score_task(one, edge, 0.9)[2].tolist() == [False]
 
 
 def test_targets_on_a_bound_are_counted_apart():

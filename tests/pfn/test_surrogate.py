@@ -302,6 +302,19 @@ def test_a_query_with_a_context_config_is_that_curve(sur):
     seen = sur.predict(CTX, [Curve([0.1, 0.5], t=[1.0])])[0]
     unseen = sur.predict(CTX[1:], [Curve([0.1, 0.5], t=[1.0])])[0]
     assert not torch.allclose(seen.logits, unseen.logits, atol=1e-4)
+    # the query reads curve 0 itself (its points), not a new curve of the same config
+    configs = np.array([c.config for c in CTX])
+    arrays = dict(
+        ctx_curve=np.concatenate([np.full(c.t.size, i) for i, c in enumerate(CTX)]),
+        ctx_t=np.concatenate([c.t for c in CTX]),
+        ctx_y=np.concatenate([c.y for c in CTX]),
+        qry_t=[1.0],
+    )
+    curve_0 = sur.forecast(configs, qry_curve=[0], **arrays)
+    twin = sur.forecast(np.vstack([configs, configs[:1]]), qry_curve=[len(CTX)], **arrays)
+    probs = seen.logits.softmax(-1)
+    torch.testing.assert_close(probs, curve_0.logits.softmax(-1), atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(probs, twin.logits.softmax(-1), atol=1e-4)
 
 
 def test_predict_without_context_and_without_hyperparameters(sur):

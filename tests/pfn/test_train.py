@@ -17,6 +17,7 @@ from pfn.train import (
     pretrain,
     train_config,
 )
+from priors.batch import CurveBatch
 from priors.registry import make_prior
 from priors.store import write_tasks
 
@@ -79,7 +80,7 @@ def test_tiny_model_overfits_one_batch():
     assert losses[-1] < losses[0] - 1.5, (losses[0], losses[-1])
 
 
-def test_pretrain_exports_and_resumes(tmp_path):
+def test_pretrain_exports_and_resumes(tmp_path, monkeypatch):
     cfg = replace(train_config("tiny"), max_steps=12, val_every=6, checkpoint_every=6)
     first = pretrain(cfg, tmp_path, accelerator="cpu", progress=False)
     assert first.steps == 12
@@ -88,18 +89,36 @@ def test_pretrain_exports_and_resumes(tmp_path):
     assert ckpt.model == cfg.model and ckpt.training["steps"] == 12
     assert set(first.val_ll) == {f"{f:g}" for f in cfg.val_fractions}
     # A second call continues from last.ckpt instead of starting over.
+    steps = _count_training_steps(monkeypatch)
     more = pretrain(replace(cfg, max_steps=18), tmp_path, accelerator="cpu", progress=False)
+    assert len(steps) == 6
     assert more.steps == 18
     assert load_checkpoint(more.checkpoint).training["steps"] == 18
 
 
-def test_chunked_training_equals_one_run(tmp_path):
+def _count_training_steps(monkeypatch) -> list:
+    """Record the batch every training step of PFNModule receives (a CurveBatch when read from a
+    store, else the sampling placeholder)."""
+    seen: list = []
+    step = PFNModule.training_step
+
+    def spy(self, stored, batch_idx):
+        seen.append(stored)
+        return step(self, stored, batch_idx)
+
+    monkeypatch.setattr(PFNModule, "training_step", spy)
+    return seen
+
+
+def test_chunked_training_equals_one_run(tmp_path, monkeypatch):
     # Two chunks (stop_at, then resume) must give exactly the weights of one uninterrupted run.
     cfg = replace(train_config("tiny"), max_steps=10, val_every=5, checkpoint_every=5)
     whole = pretrain(cfg, tmp_path / "whole", accelerator="cpu", progress=False)
     pretrain(cfg, tmp_path / "chunks", accelerator="cpu", progress=False, stop_at=5)
     assert load_checkpoint(tmp_path / "chunks" / "model").training["steps"] == 5
+    steps = _count_training_steps(monkeypatch)
     chunked = pretrain(cfg, tmp_path / "chunks", accelerator="cpu", progress=False)
+    assert len(steps) == 5  # resumed at step 5: seeded, a fresh start would end alike
     a, b = load_checkpoint(whole.checkpoint), load_checkpoint(chunked.checkpoint)
     assert b.training["steps"] == 10
     for name, tensor in a.state_dict.items():
@@ -120,14 +139,17 @@ def test_held_out_loss_falls_during_cpu_training(tmp_path):
         assert ll > untrained.val_ll[frac] + 0.1, (frac, ll, untrained.val_ll[frac])
 
 
-def test_pretrain_from_a_prior_store(tmp_path):
+def test_pretrain_from_a_prior_store(tmp_path, monkeypatch):
     cfg = replace(train_config("tiny"), max_steps=6, val_every=3, checkpoint_every=3)
     store = tmp_path / "prior.h5"
     write_tasks(store, make_prior(**cfg.prior), 12, seed=1, batch_size=4, progress=False)
+    batches = _count_training_steps(monkeypatch)
     result = pretrain(
         replace(cfg, data=str(store)), tmp_path / "run", accelerator="cpu", progress=False
     )
     assert result.steps == 6 and all(math.isfinite(v) for v in result.val_ll.values())
+    # every step trained on stored tasks, none sampled from the prior
+    assert len(batches) == 6 and all(isinstance(b, CurveBatch) for b in batches)
     wide = replace(cfg, data=str(store), model=replace(cfg.model, max_hps=8))
     with pytest.raises(ValueError, match="max_hps"):
         pretrain(wide, tmp_path / "bad", accelerator="cpu", progress=False)
