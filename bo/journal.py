@@ -76,13 +76,13 @@ class Journal:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / _FILE
-        self._lock_fd = _lock(self.dir / _LOCK)
+        self._lock_file = _lock(self.dir / _LOCK)
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
         except BaseException:
-            _unlock(self._lock_fd)
+            _unlock(self._lock_file)
             raise
         try:
             self._open(settings)
@@ -164,6 +164,8 @@ class Journal:
 
     def events(self) -> Iterator[Event]:
         """All events in order."""
+        if self._conn is None:
+            raise RuntimeError(f"the journal in {self.dir} is closed")
         rows = self._conn.execute(
             "SELECT seq, kind, run, step, value, config, candidate, time FROM events ORDER BY seq"
         ).fetchall()
@@ -184,9 +186,9 @@ class Journal:
         if getattr(self, "_conn", None) is not None:
             self._conn.close()
             self._conn = None  # type: ignore[assignment]
-        if self._lock_fd is not None:
-            _unlock(self._lock_fd)
-            self._lock_fd = None
+        if self._lock_file is not None:
+            _unlock(self._lock_file)
+            self._lock_file = None
 
 
 class JournalInUse(RuntimeError):

@@ -55,6 +55,8 @@ def test_one_open_journal_per_folder(tmp_path):
     first.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         first.append("tell", run=0, step=1, value=0.5)
+    with pytest.raises(RuntimeError, match="closed"):
+        list(first.events())
     second = Journal(tmp_path, {"a": 1})  # free again
     assert [e.kind for e in second.events()] == ["ask"]
     second.close()
