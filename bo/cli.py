@@ -111,7 +111,7 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         help="the acquisition value a new run competes with: the pool's best (default) or a "
         "random pool member's (FreezeThawConfig.start_value)",
     )
-    hpo.add_argument("--out", default="hpo_out", help="folder for results.{json,md} and plots")
+    pfn_cli.add_out_dir(hpo, "hpo_out")
     hpo.set_defaults(func=_evaluate_hpo)
     compare = subparsers.add_parser(
         "hpo-compare",
@@ -155,6 +155,7 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
         else name
         for name in args.optimizers
     ]
+    pfn_cli.check_out_dir(args.out, overwrite=args.overwrite)
     result = evaluate_hpo(
         args.data,
         optimizers=optimizers,

@@ -125,6 +125,30 @@ def _distinct(values: tuple, text: str) -> tuple:
     return values
 
 
+def add_out_dir(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--out`` (a results folder) and ``--overwrite`` (replace a result already there)."""
+    parser.add_argument(
+        "--out", default=default, help="folder for results.{json,md} and plots (default: "
+        "%(default)s; refused if it already holds a result, unless --overwrite)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a result already in --out"
+    )
+
+
+def check_out_dir(out: str | Path, *, overwrite: bool) -> None:
+    """Refuse, before any work, to write over a result in ``out`` (unless ``overwrite``).
+
+    Raises:
+        ValueError: ``out/results.json`` exists and ``overwrite`` is False.
+    """
+    if (Path(out) / "results.json").exists() and not overwrite:
+        raise ValueError(
+            f"{out} already holds a result (results.json); choose another --out, or pass "
+            "--overwrite to replace it"
+        )
+
+
 def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     """Add ``surrogate`` and ``prior`` to the subparsers of ``curvepfn evaluate``."""
     from pfn.evaluate import METHODS
@@ -161,7 +185,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="score range from the metric's bounds (default) or from the context's values",
     )
     _add_single_weight(sur)
-    sur.add_argument("--out", default="eval_out", help="folder for results.{json,md} and plots")
+    add_out_dir(sur, "eval_out")
     sur.set_defaults(func=_evaluate_surrogate)
 
     pri = subparsers.add_parser("prior", help="log-likelihood on held-out prior tasks")
@@ -202,6 +226,7 @@ def _evaluate_surrogate(args: argparse.Namespace) -> int:
     surrogate = (
         Surrogate.load(args.checkpoint, single_weight=args.single_weight) if needs_pfn else None
     )
+    check_out_dir(args.out, overwrite=args.overwrite)
     result = evaluate_surrogate(
         args.data,
         surrogate=surrogate,

@@ -378,6 +378,11 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     again = tmp_path / "again"  # deterministic: the same search again
     assert main(args + ["--out", str(again)]) == 0
     assert _search(json.loads((again / "results.json").read_text())) == _search(payload)
+    before = (again / "results.json").read_text()
+    assert main(args + ["--out", str(again)]) == 2  # a result is never replaced unasked
+    assert "already holds a result" in capsys.readouterr().err
+    assert (again / "results.json").read_text() == before
+    assert main(args + ["--out", str(again), "--overwrite"]) == 0
     with pytest.raises(SystemExit):
         main(args + ["--acquisition", "bogus", "--out", str(out)])
     assert main(args + ["--single-weight", "2", "--out", str(out)]) == 2

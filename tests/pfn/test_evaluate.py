@@ -251,6 +251,11 @@ def test_cli_evaluate_surrogate(tiny_checkpoint_path, curve_file, tmp_path, caps
     printed = capsys.readouterr().out
     assert "| 30 | pfn |" in printed and "(single_weight 0.1)" in printed
     assert json.loads((out / "results.json").read_text())["single_weight"] == 0.1
+    again = ["evaluate", "surrogate", "--data", str(curve_file), "--context-sizes", "30",
+             "--seeds", "1", "--methods", "last-value", "--out", str(out)]  # fmt: skip
+    assert main(again) == 2 and "already holds a result" in capsys.readouterr().err
+    assert main(again + ["--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["config"]["methods"] == ["last-value"]
     code = main(["evaluate", "surrogate", "--data", str(curve_file), "--methods", "magic"])
     assert code == 2 and "unknown methods" in capsys.readouterr().err
 
