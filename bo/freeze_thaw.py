@@ -372,11 +372,11 @@ class FreezeThaw:
                 configuration left in the candidate table).
         """
         rng = np.random.default_rng([self.seed, self._n_asks])
-        n_runs = len(self._runs)
         if not any(r.steps for r in self._runs):  # nothing observed yet: a random start
             run = self._new_run(*self._random_new(rng))
         else:
             run = self._decide(rng)
+        new = run.id == len(self._runs)  # a new run joins the state once its ask is journalled
         trial = Trial(
             id=run.id,
             config=dict(run.config),
@@ -384,14 +384,9 @@ class FreezeThaw:
             resume_from=run.step,
             candidate=run.candidate,
         )
-        try:
-            self._log(
-                "ask", run=run.id, step=trial.step, config=run.config, candidate=run.candidate
-            )
-        except BaseException:
-            if len(self._runs) > n_runs:  # the new run was never journalled: forget it
-                self._forget_last_run()
-            raise
+        self._log("ask", run=run.id, step=trial.step, config=run.config, candidate=run.candidate)
+        if new:
+            self._add_run(run)
         run.pending = trial
         self._n_asks += 1
         return trial
@@ -481,7 +476,8 @@ class FreezeThaw:
         )
 
     def _decide(self, rng: np.random.Generator) -> _Run:
-        """Score every paused run and a pool of new configurations; return the argmax's run."""
+        """Score every paused run and a pool of new configurations; return the argmax's run (a
+        new one is not added to the state: see :meth:`_new_run`)."""
         scaler = self._scaler()
         runs = self._runs
         # Context: every observed point; a failure was recorded as the worst value (score 0).
@@ -628,37 +624,24 @@ class FreezeThaw:
         return None
 
     def _new_run(self, x: np.ndarray, row: int | None) -> _Run:
+        """The next run, for encoded configuration ``x`` (table row ``row``), not yet added to
+        the state: :meth:`ask` adds it once its ask is journalled, so a failed write leaves no
+        trace."""
         if row is not None and self.candidates is not None:
             config = self.candidates.config(row)
         else:
             assert self.space is not None
             config = self.space.decode(x)
             x = self.space.encode(config)  # the exact encoding of what is run
-        return self._add_run(config, np.asarray(x, dtype=np.float64), row)
+        return _Run(id=len(self._runs), config=config, x=np.asarray(x, np.float64), candidate=row)
 
-    def _add_run(self, config: dict[str, Any], x: np.ndarray, row: int | None) -> _Run:
-        run = _Run(id=len(self._runs), config=config, x=x, candidate=row)
+    def _add_run(self, run: _Run) -> None:
         self._runs.append(run)
-        if row is not None:
-            self._started_rows.add(row)
-            self._group_started[self._row_group[row]] = True
-        else:
-            self._started_keys.add(_config_key(x))
-        return run
-
-    def _forget_last_run(self) -> None:
-        """Undo :meth:`_add_run` for the last run (its ask could not be journalled)."""
-        run = self._runs.pop()
         if run.candidate is not None:
-            self._started_rows.discard(run.candidate)
-            group = self._row_group[run.candidate]
-            self._group_started[group] = any(
-                self._row_group[r] == group for r in self._started_rows
-            )
-        elif not any(
-            r.candidate is None and _config_key(r.x) == _config_key(run.x) for r in self._runs
-        ):
-            self._started_keys.discard(_config_key(run.x))
+            self._started_rows.add(run.candidate)
+            self._group_started[self._row_group[run.candidate]] = True
+        else:
+            self._started_keys.add(_config_key(run.x))
 
     # ---- bookkeeping ---------------------------------------------------------------------------
 
@@ -737,7 +720,10 @@ class FreezeThaw:
                     else:
                         assert self.space is not None
                         x = self.space.encode(config)
-                    self._add_run(config, np.asarray(x, dtype=np.float64), ev.candidate)
+                    self._add_run(
+                        _Run(id=ev.run, config=config, x=np.asarray(x, np.float64),
+                             candidate=ev.candidate)
+                    )  # fmt: skip
                 run = self._runs[ev.run]
                 run.pending = Trial(ev.run, dict(run.config), ev.step, ev.step - 1, run.candidate)
                 self._n_asks += 1

@@ -68,7 +68,13 @@ def load_final_regrets(path: str | Path, optimizer: str) -> dict[tuple[str, int]
         FileNotFoundError: no such file.
         ValueError: the file is not such a result, or ``optimizer`` is not in it.
     """
-    path, payload = _payload(path)
+    return _final_regrets(*_payload(path), optimizer)
+
+
+def _final_regrets(
+    path: Path, payload: dict[str, Any], optimizer: str
+) -> dict[tuple[str, int], float]:
+    """:func:`load_final_regrets` of a parsed ``payload`` (``path`` names it in errors)."""
     regrets = {
         (run["table"], int(run["seed"])): float(run["final_regret"])
         for run in payload["runs"]
@@ -103,8 +109,8 @@ def compare_final_regret(
             va, vb = Path(va).name, Path(vb).name
         if va != vb:
             raise ValueError(f"{path_a} has {key} {va!r}, {path_b} has {vb!r}: not comparable")
-    ra = load_final_regrets(path_a, optimizer_a)
-    rb = load_final_regrets(path_b, optimizer_b)
+    ra = _final_regrets(path_a, pa, optimizer_a)
+    rb = _final_regrets(path_b, pb, optimizer_b)
     if ra.keys() != rb.keys():
         only_a, only_b = sorted(ra.keys() - rb.keys()), sorted(rb.keys() - ra.keys())
         raise ValueError(

@@ -39,6 +39,24 @@ def test_round_trip_gives_identical_predictions(ckpt, tmp_path):
         torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
 
 
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(ckpt, tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "m", ckpt)
+    save = torch.save
+
+    def crash(obj, path):  # half a file written, then the process dies
+        save(obj, path)
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "m", ckpt)
+    monkeypatch.undo()
+    loaded = load_checkpoint(tmp_path / "m")  # the earlier files, intact
+    assert loaded.state_dict.keys() == ckpt.state_dict.keys()
+
+
 def test_tampered_weights_fail_the_sha256_check(ckpt, tmp_path):
     weights, _ = save_checkpoint(tmp_path / "m", ckpt)
     state = torch.load(weights, weights_only=True)
