@@ -696,8 +696,9 @@ class Surrogate:
         hyperparameters: a (R, 1, ·) encoding for R curves.
 
         Encodings are cached by the points' (float64) bytes for the current weights, so a curve
-        asked about again with the same scores is not encoded again. Rows to encode are batched
-        by length (``_length_passes``), so a few long curves do not pad many short ones.
+        asked about again with the same scores is not encoded again. The curves to encode share
+        one task, each reading only itself (``encode(isolated=True)``), so no curve is padded to
+        the longest; tasks hold at most :data:`SINGLE_PASS_POINTS` points, to bound memory.
         """
         keys = [(t.tobytes(), y.tobytes()) for t, y in curves]
         weights = None if self.model.training else self._weights_key()  # None: no caching
@@ -713,28 +714,29 @@ class Surrogate:
                         self._single_cache.move_to_end(k)
         todo = np.array([i for i, part in enumerate(parts) if part is None], dtype=np.int64)
         sizes = np.array([curves[i][0].size for i in todo], dtype=np.int64)
-        pass_of = _length_passes(sizes)
-        for p in np.unique(pass_of):
-            in_pass = pass_of == p
-            idx = todo[in_pass]
-            b, n = idx.size, max(int(sizes[in_pass].max()), 1)
-            c_t, c_y, c_mask = np.full((b, n), 0.5), np.zeros((b, n)), np.zeros((b, n), bool)
-            for j, i in enumerate(idx):
-                t, y = curves[i]
-                c_t[j, : t.size], c_y[j, : t.size], c_mask[j, : t.size] = t, y, True
+        chunk = np.cumsum(sizes) // SINGLE_PASS_POINTS  # consecutive rows, <= ~the cap each
+        for p in np.unique(chunk):
+            idx = todo[chunk == p]  # (R,) rows of this task, one curve each
+            t = np.concatenate([curves[i][0] for i in idx] + [np.ones(1)])
+            y = np.concatenate([curves[i][1] for i in idx] + [np.zeros(1)])
+            pad = np.arange(t.size) == t.size - 1  # one masked point: a task needs >= 1
             inp = self._arrays_input(
-                np.zeros((b, 1, 0)),
-                ctx_curve=np.zeros((b, n)),
-                ctx_t=c_t,
-                ctx_y=c_y,
-                qry_curve=np.zeros((b, 1)),
-                qry_t=np.ones((b, 1)),
-                ctx_mask=c_mask,
+                np.zeros((1, idx.size, 0)),
+                ctx_curve=np.append(np.repeat(np.arange(idx.size), sizes[chunk == p]), 0)[None],
+                ctx_t=t[None],
+                ctx_y=y[None],
+                qry_curve=np.zeros((1, 1)),
+                qry_t=np.ones((1, 1)),
+                ctx_mask=~pad[None],
             )
             with torch.no_grad():
-                enc = self.model.encode(inp)
-            for j, i in enumerate(idx):  # copies, so a cached row does not keep its batch alive
-                parts[i] = (enc.z[j].clone(), enc.stats[j].clone(), enc.observed[j].clone())
+                enc = self.model.encode(inp, isolated=True)
+            for j, i in enumerate(idx):  # copies, so a cached row does not keep its task alive
+                parts[i] = (
+                    enc.z[0, j : j + 1].clone(),
+                    enc.stats[0, j : j + 1].clone(),
+                    enc.observed[0, j : j + 1].clone(),
+                )
         if todo.size and weights is not None:
             with self._single_cache_lock:
                 if weights == self._single_cache_key:  # else the weights changed meanwhile
@@ -973,34 +975,9 @@ class Surrogate:
         return np.unique(np.append(extra, max_step))
 
 
-#: What one forward pass costs beyond its tokens, in tokens (padded context points). On a CPU a
-#: pass of the shipped network takes ~7 ms before any work and 0.012-0.02 ms per token.
-PASS_COST_TOKENS = 512
-
-
-def _length_passes(n_points: np.ndarray, pass_cost: float = PASS_COST_TOKENS) -> np.ndarray:
-    """Split rows of ``n_points`` (R,) context points into forward passes: (R,) pass ids.
-
-    A pass of ``r`` rows padded to ``n`` points costs ``pass_cost + r * n`` (rows without points
-    count as one). The split with the least total cost among those that group rows by length
-    (contiguous in sorted order) is found exactly by dynamic programming over the distinct
-    lengths (O(U²) for U distinct lengths).
-    """
-    n = np.maximum(np.asarray(n_points, dtype=np.int64), 1)
-    lengths, row_class, counts = np.unique(n, return_inverse=True, return_counts=True)
-    before = np.concatenate([[0], np.cumsum(counts)])  # rows shorter than lengths[i]
-    best = np.zeros(lengths.size + 1)  # best[j]: cheapest split of the j shortest lengths
-    start = np.zeros(lengths.size, dtype=np.int64)  # first length of the last pass
-    for j in range(lengths.size):  # the last pass holds lengths i..j, padded to lengths[j]
-        cost = best[: j + 1] + pass_cost + (before[j + 1] - before[: j + 1]) * lengths[j]
-        start[j] = int(np.argmin(cost))
-        best[j + 1] = cost[start[j]]
-    pass_of_length = np.empty(lengths.size, dtype=np.int64)
-    j, k = lengths.size, 0
-    while j > 0:
-        pass_of_length[start[j - 1] : j] = k
-        j, k = int(start[j - 1]), k + 1
-    return pass_of_length[row_class.reshape(-1)]
+#: About the most context points encoded in one task by the single-curve view (``_encode_single``):
+#: bounds its memory (tens of MB for the shipped network) however many curves are asked about.
+SINGLE_PASS_POINTS = 16384
 
 
 def _check_weight(w: float) -> float:

@@ -8,6 +8,7 @@ from pfn.model import (
     CurveSetInput,
     CurveSetTransformer,
     ModelConfig,
+    _attention,
     _curve_stats,
     _distance_columns,
     _LastValueBumps,
@@ -309,6 +310,84 @@ def test_a_task_alone_gets_what_it_gets_in_a_batch(net):
         for b in range(3):
             alone = net(CurveSetInput(**{k: v[b : b + 1] for k, v in inp.__dict__.items()}))
             torch.testing.assert_close(alone[0], batch[b], atol=1e-4, rtol=0)
+
+
+def test_isolated_curves_are_encoded_as_tasks_of_their_own(net):
+    """encode(isolated=True) of C curves in one task gives each curve what it gets as the only
+    curve of a task of its own (B = C tasks, padded); a curve without points included."""
+    g = torch.Generator().manual_seed(11)
+    c, lengths = 5, [7, 1, 0, 12, 3]
+    t = [torch.rand(n, generator=g).clamp_min(0.01) for n in lengths]
+    y = [torch.rand(n, generator=g) for n in lengths]
+    cfg = torch.zeros(1, c, D)
+    cfg[..., :3] = torch.rand(1, c, 3, generator=g)
+    hp_mask = torch.zeros(1, D, dtype=torch.bool)
+    hp_mask[:, :3] = True
+
+    def one(shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.ones(shape, dtype=torch.bool)
+
+    shared = CurveSetInput(
+        configs=cfg, hp_mask=hp_mask, curve_mask=one((1, c)),
+        ctx_curve=torch.repeat_interleave(torch.arange(c), torch.tensor(lengths))[None],
+        ctx_t=torch.cat(t)[None], ctx_y=torch.cat(y)[None], ctx_mask=one((1, sum(lengths))),
+        qry_curve=torch.zeros(1, 1, dtype=torch.long), qry_t=torch.ones(1, 1), qry_mask=one((1, 1)),
+    )  # fmt: skip
+    n = max(lengths)
+
+    def pad(xs: list[torch.Tensor], value: float) -> torch.Tensor:  # (C, n)
+        return torch.stack([torch.cat([x, torch.full((n - x.numel(),), value)]) for x in xs])
+
+    alone = CurveSetInput(
+        configs=cfg.transpose(0, 1), hp_mask=hp_mask.expand(c, -1), curve_mask=one((c, 1)),
+        ctx_curve=torch.zeros(c, n, dtype=torch.long), ctx_t=pad(t, 0.5), ctx_y=pad(y, 0.0),
+        ctx_mask=torch.arange(n)[None] < torch.tensor(lengths)[:, None],
+        qry_curve=torch.zeros(c, 1, dtype=torch.long), qry_t=torch.ones(c, 1),
+        qry_mask=one((c, 1)),
+    )  # fmt: skip
+    with torch.no_grad():
+        iso, ref = net.encode(shared, isolated=True), net.encode(alone)
+        torch.testing.assert_close(iso.z[0], ref.z[:, 0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(iso.stats[0], ref.stats[:, 0], atol=0, rtol=0)
+        assert iso.observed[0].tolist() == [True, True, False, True, True]
+        # without isolation the curves read each other
+        assert not torch.allclose(net.encode(shared).z[0], ref.z[:, 0], atol=1e-3)
+
+
+def test_encode_skips_only_the_unread_token_update_of_the_last_layer(net, monkeypatch):
+    """encode() leaves the last layer's tokens alone (nothing reads them): its latents equal
+    those of running every layer in full."""
+    import pfn.model as model_module
+
+    inp = _input(b=2, c=5, n=30, seed=4)
+    with torch.no_grad():
+        fast = net.encode(inp)
+        layer_forward = model_module._Layer.forward
+        calls = []
+
+        def full(self, *args, **kwargs):
+            calls.append(kwargs.get("tokens", True))
+            return layer_forward(self, *args, **{**kwargs, "tokens": True})
+
+        monkeypatch.setattr(model_module._Layer, "forward", full)
+        slow = net.encode(inp)
+    assert calls == [True] * (len(net.layers) - 1) + [False]
+    torch.testing.assert_close(fast.z, slow.z, atol=0, rtol=0)
+
+
+def test_attention_pads_head_sizes_without_changing_the_result():
+    """_attention with query/key heads wider than the values and not a multiple of 8 (the
+    distance bias) equals softmax(scale q kᵀ) v computed directly, with and without a mask."""
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, 3, 9, 13, generator=g), torch.randn(2, 3, 6, 13, generator=g)
+    v = torch.randn(2, 3, 6, 5, generator=g)
+    mask = torch.rand(2, 1, 1, 6, generator=g) > 0.4
+    mask[..., 0] = True
+    logits = 0.3 * q @ k.transpose(-1, -2)
+    for m in (None, mask):
+        ref = logits if m is None else logits.masked_fill(~m, -torch.inf)
+        expected = torch.softmax(ref, dim=-1) @ v
+        torch.testing.assert_close(_attention(q, k, v, m, 0.3), expected, atol=1e-5, rtol=0)
 
 
 def test_decode_reads_only_configurations_and_queries(net):

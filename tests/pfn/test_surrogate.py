@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import pickle
 
 import numpy as np
@@ -14,7 +13,7 @@ from pfn.checkpoint import Checkpoint, save_checkpoint
 from pfn.forecast import BarForecast
 from pfn.model import CurveSetInput, CurveSetTransformer, ModelConfig
 from pfn.scaling import MetricScaler
-from pfn.surrogate import Curve, RawRun, Surrogate, _length_passes
+from pfn.surrogate import Curve, RawRun, Surrogate
 
 K = 50
 
@@ -456,34 +455,6 @@ def test_package_exports_the_inference_api():
     assert pfn.Curve is Curve and pfn.Surrogate is Surrogate and pfn.RawRun is RawRun
 
 
-def _passes_cost(n_points: np.ndarray, passes: np.ndarray, pass_cost: float) -> float:
-    n = np.maximum(n_points, 1)
-    return sum(pass_cost + (passes == p).sum() * n[passes == p].max() for p in np.unique(passes))
-
-
-def test_length_passes_is_the_cheapest_split_by_length():
-    rng = np.random.default_rng(0)
-    for _ in range(40):
-        n_points = rng.integers(0, 12, size=rng.integers(1, 30))  # <= 11 distinct lengths
-        pass_cost = float(rng.choice([0.0, 5.0, 50.0, 512.0]))
-        passes = _length_passes(n_points, pass_cost)
-        # rows of equal length share a pass, and passes are contiguous in length
-        order = np.argsort(np.maximum(n_points, 1), kind="stable")
-        assert (np.diff(passes[order]) <= 0).all() or (np.diff(passes[order]) >= 0).all()
-        # brute force: every split of the sorted distinct lengths into contiguous groups
-        lengths = np.unique(np.maximum(n_points, 1))
-        best = np.inf
-        for cuts in itertools.product([False, True], repeat=lengths.size - 1):
-            group = np.concatenate([[0], np.cumsum(cuts)])
-            split = group[np.searchsorted(lengths, np.maximum(n_points, 1))]
-            best = min(best, _passes_cost(n_points, split, pass_cost))
-        assert _passes_cost(n_points, passes, pass_cost) == pytest.approx(best)
-    # an optimiser's state: many one-point curves and a few long ones go in two passes
-    passes = _length_passes(np.array([1] * 280 + [0] + [50] * 20))
-    assert len(set(passes[:281])) == 1 and len(set(passes[281:])) == 1 and passes[0] != passes[-1]
-    assert (_length_passes(np.array([3, 1, 2]), pass_cost=1e9) == 0).all()  # one pass
-
-
 def _context_view_alone(sur: Surrogate, t: np.ndarray, y: np.ndarray) -> torch.Tensor:
     """(K,) probabilities of one curve at t = 1 read by the context view as a task of its own."""
     fc = sur.forecast(np.zeros((1, 0)), ctx_curve=np.zeros(t.size), ctx_t=t, ctx_y=y,
@@ -491,14 +462,15 @@ def _context_view_alone(sur: Surrogate, t: np.ndarray, y: np.ndarray) -> torch.T
     return fc.logits.softmax(-1)[0]
 
 
-def test_single_curve_view_encodes_by_length_and_caches(monkeypatch):
+def test_single_curve_view_encodes_curves_in_one_task_and_caches(monkeypatch):
     sur = Surrogate(tiny_model(1), BarDistribution(uniform_borders(K)))
     seen = []
     encode = sur.model.encode
 
-    def spy(inp):
-        seen.append(tuple(inp.ctx_t.shape))
-        return encode(inp)
+    def spy(inp, **kwargs):  # records the single-curve view's encodings
+        if kwargs.get("isolated"):
+            seen.append(tuple(inp.configs.shape[:2]) + (int(inp.ctx_mask.sum()),))  # (1, C, N)
+        return encode(inp, **kwargs)
 
     monkeypatch.setattr(sur.model, "encode", spy)
     rng = np.random.default_rng(1)
@@ -511,7 +483,7 @@ def test_single_curve_view_encodes_by_length_and_caches(monkeypatch):
             torch.testing.assert_close(batched[i], expected, atol=1e-5, rtol=1e-5)
 
     first = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
-    assert sorted(seen) == [(4, 40), (61, 1)]  # by length; the three empty curves share a row
+    assert seen == [(1, 65, 220)]  # one task, no padding; the three empty curves share a row
     check(first)
     seen.clear()  # asked again: every encoding comes from the cache
     again = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
@@ -519,16 +491,21 @@ def test_single_curve_view_encodes_by_length_and_caches(monkeypatch):
     torch.testing.assert_close(again, first)
     curves[1] = (curves[1][0], curves[1][1] * 0.5)  # one curve told a new value
     changed = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
-    assert seen == [(1, 1)]
+    assert seen == [(1, 1, 1)]
     assert not torch.allclose(changed[1], first[1])
     check(changed)
     seen.clear()  # weights changed in place (a training step): nothing stale is reused
     with torch.no_grad():
         next(sur.model.layers.parameters()).add_(0.5)
     trained = sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1)
-    assert sorted(seen) == [(4, 40), (61, 1)]
+    assert seen == [(1, 65, 220)]
     assert not torch.allclose(trained[63], changed[63])
     check(trained)
+    seen.clear()  # a cap on the points of a task splits the curves over several
+    monkeypatch.setattr("pfn.surrogate.SINGLE_PASS_POINTS", 50)
+    sur.clear_cache()
+    check(sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1))
+    assert sum(c for _, c, _ in seen) == 65 and sum(n for *_, n in seen) == 220 and len(seen) > 2
     monkeypatch.setattr("pfn.surrogate.SINGLE_VIEW_CACHE_SIZE", 10)  # the cache stays bounded
     curves[0] = (curves[0][0], curves[0][1] * 0.5)
     check(sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1))
