@@ -372,6 +372,8 @@ def _search_curves(search: OptimizeResult, space: Space) -> list[RawRun]:
     steps: dict[int, list[int]] = {r.id: [] for r in search.runs}
     values: dict[int, list[float]] = {r.id: [] for r in search.runs}
     for rec in search.history:
+        if rec.value is None and not rec.failed:
+            continue  # a step trained but not measured: a gap
         steps[rec.trial].append(rec.step)
         values[rec.trial].append(math.nan if rec.value is None else rec.value)
     return [

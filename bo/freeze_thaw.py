@@ -26,16 +26,18 @@ such as a loss of 1e34, and to diverged runs with many points). Non-finite value
   caller's code than a result);
 * ``tell(trial, ±inf)`` is accepted as a diverged value: recorded, scored 0 (the worst), never the
   incumbent, and the run may still be resumed;
-* ``tell_failure(trial)`` ends the run: it is scored 0 at that step and never resumed.
+* ``tell_failure(trial)`` ends the run: it is scored 0 at that step and never resumed;
+* ``tell_skipped(trial)``: the step was trained but not measured (a run evaluated every few
+  steps): spent, with no value; the run goes on, its curve read with a gap.
 
 Parallel workers: ``ask`` may be called again before earlier trials are told. A pending run is not
 handed out twice; for the decision, each pending run's next value is *fantasised* as its predicted
 median (one extra forward pass), so parallel asks spread out instead of piling onto one region.
 
-Crash safety: with ``state_dir``, every ask, tell, failure and release is appended durably to a
-:class:`~bo.journal.Journal` before the call returns; ``FreezeThaw(..., state_dir=same)`` replays
-it and continues exactly. Trials that were pending when a worker died are in :attr:`pending`:
-tell them if their result is known, or :meth:`release` them.
+Crash safety: with ``state_dir``, every ask, tell, skip, failure and release is appended durably
+to a :class:`~bo.journal.Journal` before the call returns; ``FreezeThaw(..., state_dir=same)``
+replays it and continues exactly. Trials that were pending when a worker died are in
+:attr:`pending`: tell them if their result is known, or :meth:`release` them.
 
 Shapes: ``R`` runs, ``Q`` candidate configurations, ``D`` encoded hyperparameters.
 """
@@ -186,7 +188,7 @@ class Record:
 
     trial: int  # the run id
     step: int
-    value: float | None  # in the metric's units; None for a failure
+    value: float | None  # in the metric's units; None: a failure, or a step not measured
     failed: bool
 
 
@@ -206,14 +208,11 @@ class _Run:
     config: dict[str, Any]
     x: np.ndarray  # (D,) encoded
     candidate: int | None
-    steps: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)  # the steps with a value (measured)
     values: list[float] = field(default_factory=list)
+    step: int = 0  # the last step trained, measured or not (see FreezeThaw.tell_skipped)
     failed: bool = False
     pending: Trial | None = None
-
-    @property
-    def step(self) -> int:
-        return self.steps[-1] if self.steps else 0
 
 
 def _synchronized(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -360,7 +359,7 @@ class FreezeThaw:
 
     @property
     def steps_spent(self) -> int:
-        """Steps told so far (values and failures)."""
+        """Steps told so far (values, skipped measurements and failures)."""
         return len(self._history)
 
     @_synchronized
@@ -410,6 +409,19 @@ class FreezeThaw:
             )
         self._log("tell", run=run.id, step=trial.step, value=value)
         self._apply_tell(run, trial.step, value)
+
+    @_synchronized
+    def tell_skipped(self, trial: Trial) -> None:
+        """Report that ``trial``'s step was trained but its metric was not measured (say the run
+        is evaluated every few steps): the step counts as spent, the run goes on from it, and
+        nothing is added to what the surrogate reads (a run's curve may have gaps).
+
+        Raises:
+            ValueError: an unknown trial, or one already told / failed / released.
+        """
+        run = self._pending_run(trial)
+        self._log("skip", run=run.id, step=trial.step)
+        self._apply_skip(run, trial.step)
 
     @_synchronized
     def tell_failure(self, trial: Trial) -> None:
@@ -662,11 +674,18 @@ class FreezeThaw:
     def _apply_tell(self, run: _Run, step: int, value: float) -> None:
         run.steps.append(step)
         run.values.append(value)
+        run.step = step
         run.pending = None
         self._history.append(Record(run.id, step, value, False))
 
+    def _apply_skip(self, run: _Run, step: int) -> None:
+        run.step = step
+        run.pending = None
+        self._history.append(Record(run.id, step, None, False))
+
     def _apply_failure(self, run: _Run, step: int) -> None:
         run.steps.append(step)
+        run.step = step
         run.values.append(math.inf if self.minimize else -math.inf)
         run.failed = True
         run.pending = None
@@ -730,6 +749,8 @@ class FreezeThaw:
             elif ev.kind == "tell":
                 assert ev.value is not None
                 self._apply_tell(self._runs[ev.run], ev.step, ev.value)
+            elif ev.kind == "skip":
+                self._apply_skip(self._runs[ev.run], ev.step)
             elif ev.kind == "fail":
                 self._apply_failure(self._runs[ev.run], ev.step)
             else:

@@ -420,8 +420,9 @@ class FreezeThawOptimizer(TabularOptimizer):
     of unstarted rows that ``config`` asks for (by default one random row, as a user's
     :class:`~bo.freeze_thaw.FreezeThaw` gets; ``FreezeThawConfig(n_candidates=1000)`` scores all
     of TaskSet's rows, as ifBO does). A NaN read where the run is over (crashed / diverged) is
-    told as a failure; a NaN in a gap of a run that goes on is told as a diverged value (+inf for
-    a loss), since the optimiser takes a value at every step.
+    told as a failure; a NaN in a gap of a run that goes on (an evaluation skipped, or not yet
+    recorded at the start) is told as a step trained but not measured
+    (:meth:`~bo.freeze_thaw.FreezeThaw.tell_skipped`), as the Optuna baselines skip it.
     """
 
     name = "freeze-thaw"
@@ -475,7 +476,7 @@ class FreezeThawOptimizer(TabularOptimizer):
             elif objective.finished(row):
                 ft.tell_failure(trial)
             else:
-                ft.tell(trial, math.inf if not objective.higher_is_better else -math.inf)
+                ft.tell_skipped(trial)
 
 
 OPTIMIZERS: dict[str, Callable[[], TabularOptimizer]] = {

@@ -12,8 +12,9 @@ system drops the lock when its process dies, however it dies, so a crashed optim
 be resumed at once. (On a system without ``fcntl``, i.e. Windows, there is no lock.)
 
 Events (``kind``): ``ask`` (a trial handed out: run id, step, config), ``tell`` (its value),
-``fail`` (the run crashed or diverged), ``release`` (a pending trial given back unanswered, e.g.
-its worker died). Values are stored as text (``repr``) so that inf and 1e34 survive exactly.
+``skip`` (its step trained but not measured), ``fail`` (the run crashed or diverged),
+``release`` (a pending trial given back unanswered, e.g. its worker died). Values are stored as
+text (``repr``) so that inf and 1e34 survive exactly.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = ["Event", "Journal", "JournalInUse", "SettingsMismatch"]
 JOURNAL_FORMAT_VERSION = 1
 _FILE = "journal.sqlite"
 _LOCK = "journal.lock"
-EVENT_KINDS = ("ask", "tell", "fail", "release")
+EVENT_KINDS = ("ask", "tell", "skip", "fail", "release")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class RunSummary:
     id: int
     config: Mapping[str, Any]
     steps: int  # steps trained
-    last: float | None  # value at the last step (None: failed there)
+    last: float | None  # value at the last step measured (None: failed, or none measured)
     best: float | None  # best finite value of the run
     failed: bool
 
@@ -72,7 +72,7 @@ class OptimizeResult:
         order = sorted(finite, key=lambda r: sign * r.best)[:top]  # type: ignore[operator]
         lines = ["| run | steps | best | last | config |", "|---|---|---|---|---|"]
         for r in order:
-            last = "failed" if r.failed else f"{r.last:.6g}"
+            last = "failed" if r.failed else "-" if r.last is None else f"{r.last:.6g}"
             lines.append(f"| {r.id} | {r.steps} | {r.best:.6g} | {last} | {dict(r.config)} |")
         return "\n".join(lines) + "\n"
 
@@ -101,7 +101,9 @@ def optimize(
     Args:
         objective: ``objective(config, step_from, step_to, checkpoint_dir)`` returning the metric
             after each step from ``step_from + 1`` to ``step_to`` (a float is taken as the value at
-            ``step_to``).
+            ``step_to``); None where a step was trained but not measured (a run evaluated every
+            few steps: the search reads its curve with gaps); NaN or an exception: the run
+            failed.
         space: the search space.
         max_steps: the longest a run is trained.
         budget: total training steps to spend (summed over runs).
@@ -209,6 +211,9 @@ def _run_trial(ft: FreezeThaw, objective: Objective, trial: Trial, work: Path) -
             f"objective returned {len(values)} value(s) for steps {trial.resume_from + 1}.."
             f"{trial.step}; expected {expected}"
         )
+    if values[-1] is None:  # trained, not measured
+        ft.tell_skipped(trial)
+        return
     try:
         value = float(values[-1])
     except (TypeError, ValueError):
@@ -230,12 +235,13 @@ def _summaries(ft: FreezeThaw) -> tuple[RunSummary, ...]:
     for run_id, recs in sorted(by_run.items()):
         finite = [r.value for r in recs if r.value is not None and math.isfinite(r.value)]
         best = (min(finite) if ft.minimize else max(finite)) if finite else None
+        measured = [r.value for r in recs if r.value is not None]
         out.append(
             RunSummary(
                 id=run_id,
                 config=configs[run_id],
                 steps=recs[-1].step,
-                last=recs[-1].value,
+                last=None if recs[-1].failed or not measured else measured[-1],
                 best=best,
                 failed=recs[-1].failed,
             )

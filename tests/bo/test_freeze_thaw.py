@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Trial
+from bo.freeze_thaw import FreezeThaw, FreezeThawConfig, Record, Trial
 from bo.journal import JournalInUse
 from bo.space import CandidateTable, Categorical, Float, Int, Space
 from pfn.surrogate import DEFAULT_SINGLE_WEIGHT, Surrogate
@@ -138,6 +138,53 @@ def test_failures_and_infinities_never_win(tiny):
         assert t.id != failed
         ft.tell(t, 0.8)
     assert [r.failed for r in ft.history if r.trial == failed] == [True]
+
+
+def test_a_skipped_step_is_spent_without_a_value_and_the_run_goes_on(tiny, tmp_path):
+    """tell_skipped: the step counts, the run resumes after it, the surrogate reads no point
+    for it, it is journalled and replayed, and the trial cannot be told again."""
+    rows = CandidateTable.from_encoded(np.random.default_rng(0).random((2, 3)))
+
+    def make_table() -> FreezeThaw:  # two rows: once both run, every ask resumes one of them
+        return FreezeThaw(None, candidates=rows, max_steps=4, surrogate=tiny, seed=2,
+                          state_dir=tmp_path)  # fmt: skip
+
+    ft = make_table()
+    a = ft.ask()
+    ft.tell_skipped(a)  # the first step of the first run: not measured
+    with pytest.raises(ValueError, match="not pending"):
+        ft.tell(a, 0.5)
+    assert ft.history[-1] == Record(a.id, 1, None, False) and ft.steps_spent == 1
+    assert ft.best() is None
+    b = ft.ask()  # nothing measured yet: a random start again
+    assert (b.id, b.resume_from) == (1, 0)
+    ft.tell(b, 0.6)
+    contexts = []
+    forecast_views = ft.surrogate.forecast_views
+
+    def spy(configs, **kw):
+        contexts.append(list(kw["ctx_curve"]))
+        return forecast_views(configs, **kw)
+
+    ft.surrogate.forecast_views = spy  # type: ignore[method-assign]
+    try:
+        resumed = []
+        for _ in range(5):  # 6 steps left, 3 per run: run 0 is resumed at least twice
+            t = ft.ask()
+            if t.id == a.id:
+                resumed.append(t.resume_from)
+            ft.tell(t, 0.7)
+    finally:
+        del ft.surrogate.forecast_views
+    assert contexts[0] == [1]  # run 0 has no point to read: only run 1's
+    assert resumed[:2] == [1, 2]  # run 0 went on from its skipped step
+    history = ft.history
+    assert ft.steps_spent == 7
+    ft.close()
+    with make_table() as again:
+        assert again.history == history
+        last = again.ask()  # the one step left, after the replayed skip
+        assert (last.step, last.resume_from) == (4, 3)
 
 
 def test_candidate_table_rows_are_started_once(tiny):

@@ -472,3 +472,29 @@ def test_freeze_thaw_adapter_spends_the_budget_honestly(curve_file, tiny_checkpo
     # every row trained to its end: 30 x 11 steps, less the 3 after row 4 stopped (it crashed at
     # step 8) and the 10 after row 5's failed first step
     assert whole.spent == 30 * 11 - 3 - 10 and whole.n_configs == 30
+
+
+def test_freeze_thaw_adapter_skips_gaps_and_fails_crashed_runs(tiny_checkpoint_path, monkeypatch):
+    """A NaN where the run goes on (at its start or inside) is a step trained but not measured
+    (tell_skipped), as the Optuna baselines skip it; a NaN after which nothing is recorded ends
+    the run (tell_failure); every other value is told as it is."""
+    from bo.freeze_thaw import FreezeThaw
+
+    table = hand_table([[nan, 0.5, 0.6], [0.6, nan, 0.7], [0.7, nan, nan]])
+    told = []
+    for kind in ("tell", "tell_skipped", "tell_failure"):
+        method = getattr(FreezeThaw, kind)
+
+        def spy(self, trial, *value, _method=method, _kind=kind):
+            told.append((int(trial.candidate), trial.step, _kind, *value))
+            return _method(self, trial, *value)
+
+        monkeypatch.setattr(FreezeThaw, kind, spy)
+    opt = FreezeThawOptimizer(checkpoint=str(tiny_checkpoint_path))
+    traj = simulate(opt, table, budget=20, seed=0)
+    assert traj.spent == 3 + 3 + 2  # every row to its end; row 2 crashed at step 2
+    assert sorted(told) == [
+        (0, 1, "tell_skipped"), (0, 2, "tell", 0.5), (0, 3, "tell", 0.6),
+        (1, 1, "tell", 0.6), (1, 2, "tell_skipped"), (1, 3, "tell", 0.7),
+        (2, 1, "tell", 0.7), (2, 2, "tell_failure"),
+    ]  # fmt: skip
