@@ -147,3 +147,30 @@ def test_an_objective_returning_no_number_is_named(tiny_checkpoint_path, tmp_pat
             surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path, progress=False,
             plot=False,
         )  # fmt: skip
+
+
+def test_steps_the_objective_does_not_measure_are_spent_as_gaps(tiny_checkpoint_path, tmp_path):
+    """None from the objective: the step was trained but not measured (here: evaluated every
+    second step). It is spent, the run goes on, and the summaries report measured values only."""
+
+    def objective(config, step_from, step_to, checkpoint_dir):
+        return [config["lr"] * s if s % 2 else None for s in range(step_from + 1, step_to + 1)]
+
+    result = optimize(  # two configurations, 4 steps each: both trained to the end
+        objective, SPACE, max_steps=4, budget=8, seed=1,
+        surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path,
+        candidates=CandidateTable.from_configs(SPACE, SPACE.sample(2, seed=3)), progress=False,
+        plot=True,
+    )  # fmt: skip
+    assert result.steps_spent == 8 and not any(r.failed for r in result.runs)
+    assert sorted(r.step for r in result.history if r.value is None) == [2, 2, 4, 4]
+    skipped = [r for r in result.history if r.value is None]
+    assert skipped and all(r.step % 2 == 0 and not r.failed for r in skipped)
+    assert all(r.value is not None for r in result.history if r.step % 2 == 1)
+    for run in result.runs:
+        measured = [r for r in result.history if r.trial == run.id and r.value is not None]
+        assert run.last == (measured[-1].value if measured else None)
+        assert run.steps == max(r.step for r in result.history if r.trial == run.id)
+    assert result.best.value == max(r.value for r in result.history if r.value is not None)
+    assert result.plot is not None and result.plot.exists()
+    assert "| run |" in result.table()
