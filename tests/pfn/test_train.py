@@ -96,6 +96,39 @@ def test_pretrain_exports_and_resumes(tmp_path, monkeypatch):
     assert load_checkpoint(more.checkpoint).training["steps"] == 18
 
 
+@pytest.mark.parametrize("rank_zero", [True, False])
+def test_only_rank_zero_exports_and_every_rank_waits_for_it(tmp_path, monkeypatch, rank_zero):
+    """In a multi-GPU run every rank reaches the final export: rank 0 writes the checkpoint,
+    the others write nothing, and all meet at a barrier after it (so none returns a path to a
+    file not yet written). One process plays either rank."""
+    import lightning as L
+
+    from pfn import train as train_module
+
+    events: list[str] = []
+    export = train_module._Export.export
+
+    def spy_export(self, *args, **kwargs):
+        events.append("export")
+        return export(self, *args, **kwargs)
+
+    def spy_barrier(self, name=None):
+        events.append(f"barrier {name}")
+
+    monkeypatch.setattr(train_module._Export, "export", spy_export)
+    monkeypatch.setattr(L.pytorch.strategies.SingleDeviceStrategy, "barrier", spy_barrier)
+    monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: rank_zero))
+    cfg = replace(train_config("tiny"), max_steps=2, val_every=2, checkpoint_every=100)
+    result = pretrain(cfg, tmp_path, accelerator="cpu", progress=False)
+    assert result.checkpoint == tmp_path / "model.pt"
+    assert events[-1] == "barrier pretrain.export"
+    if rank_zero:
+        assert events[-2] == "export" and load_checkpoint(result.checkpoint).training["steps"] == 2
+    else:
+        assert "export" not in events
+        assert not (tmp_path / "model.pt").exists() and not (tmp_path / "model.json").exists()
+
+
 def _count_training_steps(monkeypatch) -> list:
     """Record the batch every training step of PFNModule receives (a CurveBatch when read from a
     store, else the sampling placeholder)."""
