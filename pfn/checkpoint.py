@@ -10,6 +10,11 @@ A checkpoint named ``NAME`` is two files side by side:
     prior's config dict, enough to rebuild it), ``borders`` (the K + 1 bucket borders of the output
     distribution), ``training`` (free-form summary: steps, tasks seen, wall time, validation
     log-likelihoods, hardware) and ``sha256`` of ``NAME.pt``, checked on every load.
+
+The two files vouch for each other: the card holds the weights' sha256, and the weights hold
+(under the key :data:`CARD_DIGEST_KEY`, a 32-byte tensor) the sha256 of the card's contents
+without that field, so an edited card (say its ``borders``, which change every prediction) is
+refused as surely as swapped weights (format version 4 on; older cards have no digest).
 """
 
 from __future__ import annotations
@@ -25,11 +30,16 @@ from torch import Tensor
 
 from pfn.model import ModelConfig
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Version 2 added ``ModelConfig.last_value_head``; version-1 cards (which lack it) load with
 ``last_value_head=False``, the network they were written for. Version 3 added
-``ModelConfig.hp_bias``; older cards lack it and load with ``hp_bias=False``."""
-_READABLE = (1, 2, 3)
+``ModelConfig.hp_bias``; older cards lack it and load with ``hp_bias=False``. Version 4 added
+the card's digest to the weights (:data:`CARD_DIGEST_KEY`); older checkpoints load without that
+check."""
+_READABLE = (1, 2, 3, 4)
+
+CARD_DIGEST_KEY = "__card_sha256__"
+"""The weights file's entry holding the sha256 of the card's contents (not a network weight)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _card_digest(meta: dict) -> bytes:
+    """sha256 of a card's contents without its ``sha256`` field, as canonical JSON (sorted
+    keys, no spaces; floats as Python writes them, which read back exactly)."""
+    content = {k: v for k, v in meta.items() if k != "sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).digest()
+
+
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     """The two files of a checkpoint: ``foo``, ``foo.pt`` or ``foo.json`` -> (foo.pt, foo.json)."""
     path = Path(path)
@@ -67,17 +85,21 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> tuple[Path, Path]:
     """
     weights, card = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
+    if CARD_DIGEST_KEY in ckpt.state_dict:
+        raise ValueError(f"{CARD_DIGEST_KEY!r} is reserved for the card's digest")
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
-    tmp_weights, tmp_card = (p.with_name(f".{p.name}.tmp") for p in (weights, card))
-    torch.save(tensors, tmp_weights)
     meta = {
         "format_version": FORMAT_VERSION,
         "model": ckpt.model.to_dict(),
         "prior": ckpt.prior,
         "borders": [float(b) for b in ckpt.borders.detach().cpu().double()],
         "training": ckpt.training,
-        "sha256": _sha256(tmp_weights),
     }
+    meta = json.loads(json.dumps(meta))  # as the card will read back (tuples become lists)
+    tensors[CARD_DIGEST_KEY] = torch.tensor(list(_card_digest(meta)), dtype=torch.uint8)
+    tmp_weights, tmp_card = (p.with_name(f".{p.name}.tmp") for p in (weights, card))
+    torch.save(tensors, tmp_weights)
+    meta["sha256"] = _sha256(tmp_weights)
     tmp_card.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_weights, weights)
     os.replace(tmp_card, card)
@@ -88,7 +110,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises ``FileNotFoundError`` if either file is missing and ``ValueError`` if the format version
-    is unknown or the weights' sha256 does not match the card (a corrupt or swapped file).
+    is unknown, the weights' sha256 does not match the card (a corrupt or swapped file), or (from
+    version 4) the card's contents do not match the digest the weights hold (an edited card).
     """
     weights, card = checkpoint_paths(path)
     for p in (weights, card):
@@ -116,6 +139,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if missing:
         raise ValueError(f"{card}: the checkpoint card lacks {', '.join(missing)}")
     state = torch.load(weights, map_location="cpu", weights_only=True)
+    digest = state.pop(CARD_DIGEST_KEY, None)
+    if version >= 4 and (digest is None or bytes(digest.tolist()) != _card_digest(meta)):
+        raise ValueError(
+            f"{card}: the card's contents do not match the digest its weights {weights.name} "
+            "hold; the card was edited after the checkpoint was written (re-save it with "
+            "pfn.checkpoint.save_checkpoint to change it)"
+        )
     return Checkpoint(
         state_dict=state,
         model=ModelConfig.from_dict(

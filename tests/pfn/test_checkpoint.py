@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from pfn.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
+from pfn.checkpoint import (
+    CARD_DIGEST_KEY,
+    FORMAT_VERSION,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pfn.surrogate import Curve, Surrogate
 
 K = 50  # buckets of the tiny checkpoint (tests/conftest.py)
@@ -25,7 +31,8 @@ def test_round_trip_gives_identical_predictions(ckpt, tmp_path):
     assert (weights.name, card.name) == ("m.pt", "m.json")
     assert sorted(p.name for p in weights.parent.iterdir()) == ["m.json", "m.pt"]  # no temporaries
     state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only
-    assert state.keys() == ckpt.state_dict.keys()
+    assert state.keys() == {*ckpt.state_dict.keys(), CARD_DIGEST_KEY}  # + the card's digest
+    assert load_checkpoint(weights).state_dict.keys() == ckpt.state_dict.keys()
     meta = json.loads(card.read_text())
     assert meta["format_version"] == FORMAT_VERSION and len(meta["borders"]) == K + 1
     for name in ("m", "m.pt", "m.json"):
@@ -65,6 +72,39 @@ def test_tampered_weights_fail_the_sha256_check(ckpt, tmp_path):
     torch.save(state, weights)
     with pytest.raises(ValueError, match="sha256"):
         load_checkpoint(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["borders", "model", "training", "added field"],
+)
+def test_an_edited_card_fails_the_digest_check(ckpt, tmp_path, edit):
+    """The weights hold the digest of the card's contents: any edit of the card is refused,
+    including one that keeps it loadable (a border moved changes every prediction)."""
+    _, card = save_checkpoint(tmp_path / "m", ckpt)
+    meta = json.loads(card.read_text())
+    if edit == "borders":
+        meta["borders"][3] += 1e-6
+    elif edit == "model":
+        meta["model"]["hp_bias"] = not meta["model"]["hp_bias"]
+    elif edit == "training":
+        meta["training"]["steps"] = 10**6
+    else:
+        meta["note"] = "hand-edited"
+    card.write_text(json.dumps(meta, indent=2))
+    with pytest.raises(ValueError, match="card was edited"):
+        load_checkpoint(tmp_path / "m")
+    # Formatting alone (indentation, key order) is not an edit.
+    _, card = save_checkpoint(tmp_path / "n", ckpt)
+    original = json.loads(card.read_text())
+    card.write_text(json.dumps(dict(reversed(list(original.items())))))
+    torch.testing.assert_close(load_checkpoint(tmp_path / "n").borders, ckpt.borders)
+
+
+def test_the_digest_key_is_reserved(ckpt, tmp_path):
+    state = {**ckpt.state_dict, CARD_DIGEST_KEY: torch.zeros(32, dtype=torch.uint8)}
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(tmp_path / "m", Checkpoint(state, ckpt.model, ckpt.borders))
 
 
 def test_unknown_format_version_is_rejected(ckpt, tmp_path):
