@@ -657,7 +657,7 @@ class Surrogate:
 
         One row per queried curve that has points, plus one row shared by the queried curves
         without points (they all read nothing), each distinct query time asked once per row.
-        The rows' curves are encoded alone (``_encode_single``: cached, batched by length), and
+        The rows' curves are encoded alone (``_encode_single``: cached, one task), and
         their queries decoded in one pass. Inputs: (N,) context and (M,) query arrays.
         """
         ctx_curve, ctx_t, ctx_y, qry_curve, qry_t = (
