@@ -371,10 +371,12 @@ class FreezeThaw:
                 configuration left in the candidate table).
         """
         rng = np.random.default_rng([self.seed, self._n_asks])
-        if not any(r.steps for r in self._runs):  # nothing observed yet: a random start
-            run = self._new_run(*self._random_new(rng))
-        else:
+        if any(r.steps for r in self._runs):
             run = self._decide(rng)
+        elif (waiting := self._unmeasured_paused()) is not None:  # steps skipped, none measured
+            run = waiting
+        else:  # nothing observed yet: a random start
+            run = self._new_run(*self._random_new(rng))
         new = run.id == len(self._runs)  # a new run joins the state once its ask is journalled
         trial = Trial(
             id=run.id,
@@ -555,6 +557,16 @@ class FreezeThaw:
             return runs[paused[pick]]
         j = pick - p
         return self._new_run(new_x[j], None if new_rows is None else int(new_rows[j]))
+
+    def _unmeasured_paused(self) -> _Run | None:
+        """Before any value is measured: the paused run trained furthest (the first such on a
+        tie), or None. A run whose steps were all skipped goes on until it is measured, instead of
+        the budget going to new runs that would be skipped alike."""
+        paused = [
+            r for r in self._runs
+            if r.pending is None and not r.failed and 0 < r.step < self.max_steps
+        ]  # fmt: skip
+        return max(paused, key=lambda r: r.step, default=None)
 
     def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         """(Q, D) encoded new configurations, and their table rows (None without a table)."""

@@ -36,7 +36,11 @@ except ImportError:  # Windows: no lock
 
 __all__ = ["Event", "Journal", "JournalInUse", "SettingsMismatch"]
 
-JOURNAL_FORMAT_VERSION = 1
+JOURNAL_FORMAT_VERSION = 2
+"""Format 2 added the ``skip`` event; format-1 journals are read too, and the first ``skip``
+appended to one makes it format 2, so an older curvepfn (which would misread the event) refuses
+it."""
+_READABLE_FORMATS = ("1", "2")
 _FILE = "journal.sqlite"
 _LOCK = "journal.lock"
 EVENT_KINDS = ("ask", "tell", "skip", "fail", "release")
@@ -109,10 +113,11 @@ class Journal:
                     "INSERT INTO meta VALUES (?, ?)",
                     [("format_version", str(JOURNAL_FORMAT_VERSION)), ("settings", wanted)],
                 )
-            elif stored.get("format_version") != str(JOURNAL_FORMAT_VERSION):
+                stored = {"format_version": str(JOURNAL_FORMAT_VERSION)}
+            elif stored.get("format_version") not in _READABLE_FORMATS:
                 raise ValueError(
                     f"{self.path} has journal format {stored.get('format_version')}; this version "
-                    f"reads format {JOURNAL_FORMAT_VERSION}"
+                    f"reads formats {', '.join(_READABLE_FORMATS)}"
                 )
             elif json.loads(stored["settings"]) != json.loads(wanted):  # 0 == 0.0: equal
                 diff = _differing(json.loads(stored["settings"]), json.loads(wanted))
@@ -121,6 +126,7 @@ class Journal:
                     f"{', '.join(diff)}); use another state_dir or the same settings",
                     differing=diff,
                 )
+            self._format = stored["format_version"]
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -149,6 +155,8 @@ class Journal:
         if self._conn is None:
             raise RuntimeError(f"the journal in {self.dir} is closed")
         with self._transaction():
+            if kind == "skip" and self._format == "1":  # older readers must now refuse it
+                self._conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
             self._conn.execute(
                 "INSERT INTO events (kind, run, step, value, config, candidate, time) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -162,6 +170,8 @@ class Journal:
                     time.time(),
                 ),
             )
+        if kind == "skip":
+            self._format = "2"
 
     def events(self) -> Iterator[Event]:
         """All events in order."""

@@ -267,7 +267,9 @@ def _plot(result: OptimizeResult, path: Path) -> Path:
     ax_inc.grid(alpha=0.3)
     by_run: dict[int, list[Record]] = {}
     for rec in result.history:
-        by_run.setdefault(rec.trial, []).append(rec)
+        by_run.setdefault(rec.trial, [])
+        if rec.value is not None or rec.failed:  # a step not measured is a gap, not a point
+            by_run[rec.trial].append(rec)
     best_id = result.best.trial if result.best is not None else None
     for run_id, recs in by_run.items():
         steps = [r.step for r in recs]

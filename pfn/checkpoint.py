@@ -3,7 +3,8 @@
 A checkpoint named ``NAME`` is two files side by side:
 
 ``NAME.pt``
-    ``torch.save`` of the network's ``state_dict`` (tensors only), so it loads with
+    ``torch.save`` of the network's ``state_dict`` plus the card's digest (:data:`CARD_DIGEST_KEY`,
+    removed by :func:`load_checkpoint`); tensors only, so it loads with
     ``torch.load(..., weights_only=True)``: no pickled code, no network access.
 ``NAME.json``
     ``format_version``, ``model`` (the :class:`~pfn.model.ModelConfig` fields), ``prior`` (the
@@ -139,8 +140,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if missing:
         raise ValueError(f"{card}: the checkpoint card lacks {', '.join(missing)}")
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    digest = state.pop(CARD_DIGEST_KEY, None)
-    if version >= 4 and (digest is None or bytes(digest.tolist()) != _card_digest(meta)):
+    digest = state.pop(CARD_DIGEST_KEY, None)  # checked whenever present: an edited card may
+    # claim an older version too
+    if (version >= 4 or digest is not None) and (
+        digest is None or bytes(digest.tolist()) != _card_digest(meta)
+    ):
         raise ValueError(
             f"{card}: the card's contents do not match the digest its weights {weights.name} "
             "hold; the card was edited after the checkpoint was written (re-save it with "

@@ -487,7 +487,8 @@ class _LastValueBumps(nn.Module):
         """logits (B, M, K); q (B, M, d); y_last (B, M) in [0, 1]; observed (B, M) bool.
 
         Only the R queries of observed curves are touched (at inference most queries are new
-        configurations, which get no bump).
+        configurations, which get no bump). ``logits`` is changed in place (no (B*M, K) copy) and
+        returned, reshaped: pass a tensor nothing else keeps.
         """
         b, m, k = logits.shape
         rows = observed.reshape(-1).nonzero().squeeze(1)  # (R,)

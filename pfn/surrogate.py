@@ -698,7 +698,8 @@ class Surrogate:
         Encodings are cached by the points' (float64) bytes for the current weights, so a curve
         asked about again with the same scores is not encoded again. The curves to encode share
         one task, each reading only itself (``encode(isolated=True)``), so no curve is padded to
-        the longest; tasks hold at most :data:`SINGLE_PASS_POINTS` points, to bound memory.
+        the longest; a task holds at most :data:`SINGLE_PASS_POINTS` points (or one longer curve
+        alone), to bound memory.
         """
         keys = [(t.tobytes(), y.tobytes()) for t, y in curves]
         weights = None if self.model.training else self._weights_key()  # None: no caching
@@ -714,7 +715,7 @@ class Surrogate:
                         self._single_cache.move_to_end(k)
         todo = np.array([i for i, part in enumerate(parts) if part is None], dtype=np.int64)
         sizes = np.array([curves[i][0].size for i in todo], dtype=np.int64)
-        chunk = np.cumsum(sizes) // SINGLE_PASS_POINTS  # consecutive rows, <= ~the cap each
+        chunk = _chunks(sizes, SINGLE_PASS_POINTS)  # (T,) task of each row to encode
         for p in np.unique(chunk):
             idx = todo[chunk == p]  # (R,) rows of this task, one curve each
             t = np.concatenate([curves[i][0] for i in idx] + [np.ones(1)])
@@ -975,9 +976,22 @@ class Surrogate:
         return np.unique(np.append(extra, max_step))
 
 
-#: About the most context points encoded in one task by the single-curve view (``_encode_single``):
-#: bounds its memory (tens of MB for the shipped network) however many curves are asked about.
+#: The most context points encoded in one task by the single-curve view (``_encode_single``; a
+#: longer curve goes alone): bounds its memory (tens of MB for the shipped network) however many
+#: curves are asked about.
 SINGLE_PASS_POINTS = 16384
+
+
+def _chunks(sizes: np.ndarray, cap: int) -> np.ndarray:
+    """Consecutive rows of ``sizes`` (R,) points grouped greedily into tasks of at most ``cap``
+    points (a row longer than ``cap`` alone): (R,) task ids, non-decreasing."""
+    out = np.zeros(len(sizes), dtype=np.int64)
+    task, total = 0, 0
+    for i, n in enumerate(sizes):
+        if total and total + n > cap:
+            task, total = task + 1, 0
+        out[i], total = task, total + int(n)
+    return out
 
 
 def _check_weight(w: float) -> float:

@@ -456,7 +456,10 @@ def pretrain(
         max_steps=stop_at or config.max_steps,
         accelerator=accelerator,
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        # Some weights get no gradient in a step (the last layer's token update, which nothing
+        # reads; the last-value head in a batch without observed queries): DDP must look for
+        # them, or it stops at the next step waiting for their gradients.
+        strategy="ddp_find_unused_parameters_true" if devices > 1 else "auto",
         precision="bf16-mixed" if on_gpu else "32-true",
         gradient_clip_val=config.optim.grad_clip,
         val_check_interval=config.val_every,

@@ -141,11 +141,12 @@ def test_failures_and_infinities_never_win(tiny):
 
 
 def test_a_skipped_step_is_spent_without_a_value_and_the_run_goes_on(tiny, tmp_path):
-    """tell_skipped: the step counts, the run resumes after it, the surrogate reads no point
-    for it, it is journalled and replayed, and the trial cannot be told again."""
+    """tell_skipped: the step counts, the run resumes after it (before anything is measured, in
+    preference to a new run), the surrogate reads no point for it, it is journalled and
+    replayed, and the trial cannot be told again."""
     rows = CandidateTable.from_encoded(np.random.default_rng(0).random((2, 3)))
 
-    def make_table() -> FreezeThaw:  # two rows: once both run, every ask resumes one of them
+    def make_table() -> FreezeThaw:  # two rows, 4 steps each
         return FreezeThaw(None, candidates=rows, max_steps=4, surrogate=tiny, seed=2,
                           state_dir=tmp_path)  # fmt: skip
 
@@ -156,35 +157,46 @@ def test_a_skipped_step_is_spent_without_a_value_and_the_run_goes_on(tiny, tmp_p
         ft.tell(a, 0.5)
     assert ft.history[-1] == Record(a.id, 1, None, False) and ft.steps_spent == 1
     assert ft.best() is None
-    b = ft.ask()  # nothing measured yet: a random start again
-    assert (b.id, b.resume_from) == (1, 0)
+    b = ft.ask()  # nothing measured yet: the skipped run goes on, no new run is started
+    assert (b.id, b.step, b.resume_from) == (a.id, 2, 1)
     ft.tell(b, 0.6)
     contexts = []
     forecast_views = ft.surrogate.forecast_views
 
     def spy(configs, **kw):
-        contexts.append(list(kw["ctx_curve"]))
+        contexts.append((list(kw["ctx_curve"]), list(kw["ctx_t"])))
         return forecast_views(configs, **kw)
 
     ft.surrogate.forecast_views = spy  # type: ignore[method-assign]
     try:
-        resumed = []
-        for _ in range(5):  # 6 steps left, 3 per run: run 0 is resumed at least twice
+        for _ in range(5):  # 6 steps left (2 of run 0, 4 of run 1): one stays
             t = ft.ask()
-            if t.id == a.id:
-                resumed.append(t.resume_from)
             ft.tell(t, 0.7)
     finally:
         del ft.surrogate.forecast_views
-    assert contexts[0] == [1]  # run 0 has no point to read: only run 1's
-    assert resumed[:2] == [1, 2]  # run 0 went on from its skipped step
+    assert contexts[0] == ([a.id], [2 / 4])  # run 0's measured step only, not the skipped one
     history = ft.history
     assert ft.steps_spent == 7
     ft.close()
     with make_table() as again:
         assert again.history == history
-        last = again.ask()  # the one step left, after the replayed skip
+        last = again.ask()  # the one step left, counted after the replayed skip
         assert (last.step, last.resume_from) == (4, 3)
+
+
+def test_before_any_measurement_the_furthest_skipped_run_goes_on(tiny):
+    """Evaluated every few steps, the first run is trained until it is measured; a pending run
+    is not handed out twice (a parallel worker starts a new one)."""
+    ft = make(tiny, max_steps=6)
+    a = ft.ask()
+    ft.tell_skipped(a)
+    b = ft.ask()
+    c = ft.ask()  # b (run 0) is pending: a new run
+    assert (b.id, b.step) == (a.id, 2) and (c.id, c.step) == (a.id + 1, 1)
+    ft.tell_skipped(c)
+    ft.tell_skipped(b)
+    d = ft.ask()  # run 0 is further (step 2) than run 1 (step 1)
+    assert (d.id, d.step) == (a.id, 3)
 
 
 def test_candidate_table_rows_are_started_once(tiny):

@@ -46,6 +46,36 @@ def test_other_settings_or_format_are_refused(tmp_path):
         Journal(tmp_path / "other", {}).append("guess", run=0, step=1)
 
 
+def _stored_format(folder) -> str:
+    conn = sqlite3.connect(folder / "journal.sqlite")
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_format_1_journal_is_read_and_its_first_skip_makes_it_format_2(tmp_path):
+    """Format 2 added the skip event. A format-1 journal (written before) resumes and takes
+    tells as before; the first skip marks it format 2, so that an older curvepfn, which would
+    read the skip as a release, refuses it instead."""
+    Journal(tmp_path / "new", {"a": 1}).close()
+    assert _stored_format(tmp_path / "new") == "2"
+    Journal(tmp_path, {"a": 1}).close()
+    conn = sqlite3.connect(tmp_path / "journal.sqlite")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    conn.commit()
+    conn.close()
+    j = Journal(tmp_path, {"a": 1})
+    j.append("ask", run=0, step=1, config={})
+    j.append("tell", run=0, step=1, value=0.5)
+    assert _stored_format(tmp_path) == "1"  # nothing new written: older readers still can
+    j.append("ask", run=0, step=2)
+    j.append("skip", run=0, step=2)
+    assert _stored_format(tmp_path) == "2"
+    assert [e.kind for e in j.events()] == ["ask", "tell", "ask", "skip"]
+    j.close()
+
+
 def test_one_open_journal_per_folder(tmp_path):
     first = Journal(tmp_path, {"a": 1})
     with pytest.raises(JournalInUse, match=f"pid {os.getpid()}"):

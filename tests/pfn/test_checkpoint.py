@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +96,10 @@ def test_an_edited_card_fails_the_digest_check(ckpt, tmp_path, edit):
     card.write_text(json.dumps(meta, indent=2))
     with pytest.raises(ValueError, match="card was edited"):
         load_checkpoint(tmp_path / "m")
+    meta["format_version"] = 3  # claiming a format without the digest does not get past it
+    card.write_text(json.dumps(meta, indent=2))
+    with pytest.raises(ValueError, match="card was edited"):
+        load_checkpoint(tmp_path / "m")
     # Formatting alone (indentation, key order) is not an edit.
     _, card = save_checkpoint(tmp_path / "n", ckpt)
     original = json.loads(card.read_text())
@@ -116,10 +122,28 @@ def test_unknown_format_version_is_rejected(ckpt, tmp_path):
         load_checkpoint(tmp_path / "m")
 
 
-def test_a_version_1_card_loads_as_the_network_without_the_last_value_head(ckpt, tmp_path):
-    _, card = save_checkpoint(tmp_path / "m", ckpt)
+def _older_format(ckpt: Checkpoint, path, version: int) -> tuple[dict, Path]:
+    """``ckpt`` written as a checkpoint of an older ``version`` would be: weights without the
+    card's digest (before version 4). Returns the card's dict (to edit and write) and path."""
+    weights, card = save_checkpoint(path, ckpt)
+    state = torch.load(weights, weights_only=True)
+    del state[CARD_DIGEST_KEY]
+    torch.save(state, weights)
     meta = json.loads(card.read_text())
-    meta["format_version"] = 1
+    meta["format_version"] = version
+    meta["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return meta, card
+
+
+def test_a_version_3_checkpoint_loads_without_the_digest(ckpt, tmp_path):
+    meta, card = _older_format(ckpt, tmp_path / "m", 3)
+    card.write_text(json.dumps(meta))
+    loaded = load_checkpoint(tmp_path / "m")
+    assert loaded.model == ckpt.model and loaded.state_dict.keys() == ckpt.state_dict.keys()
+
+
+def test_a_version_1_card_loads_as_the_network_without_the_last_value_head(ckpt, tmp_path):
+    meta, card = _older_format(ckpt, tmp_path / "m", 1)
     del meta["model"]["last_value_head"]
     card.write_text(json.dumps(meta))
     assert load_checkpoint(tmp_path / "m").model.last_value_head is False
@@ -153,9 +177,7 @@ def test_missing_file(ckpt, tmp_path):
 
 
 def test_a_version_2_card_loads_as_the_network_without_the_distance_bias(ckpt, tmp_path):
-    _, card = save_checkpoint(tmp_path / "m", ckpt)
-    meta = json.loads(card.read_text())
-    meta["format_version"] = 2
+    meta, card = _older_format(ckpt, tmp_path / "m", 2)
     meta["model"].pop("hp_bias", None)
     card.write_text(json.dumps(meta))
     assert load_checkpoint(tmp_path / "m").model.hp_bias is False

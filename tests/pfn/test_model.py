@@ -375,9 +375,20 @@ def test_encode_skips_only_the_unread_token_update_of_the_last_layer(net, monkey
     torch.testing.assert_close(fast.z, slow.z, atol=0, rtol=0)
 
 
-def test_attention_pads_head_sizes_without_changing_the_result():
+def test_attention_pads_head_sizes_without_changing_the_result(monkeypatch):
     """_attention with query/key heads wider than the values and not a multiple of 8 (the
-    distance bias) equals softmax(scale q kᵀ) v computed directly, with and without a mask."""
+    distance bias) equals softmax(scale q kᵀ) v computed directly, with and without a mask, and
+    hands the fused kernel one head size, a multiple of 8."""
+    import pfn.model as model_module
+
+    sdpa = model_module.F.scaled_dot_product_attention
+    widths = []
+
+    def spy(q, k, v, **kwargs):
+        widths.append((q.shape[-1], k.shape[-1], v.shape[-1]))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", spy)
     g = torch.Generator().manual_seed(2)
     q, k = torch.randn(2, 3, 9, 13, generator=g), torch.randn(2, 3, 6, 13, generator=g)
     v = torch.randn(2, 3, 6, 5, generator=g)
@@ -388,6 +399,7 @@ def test_attention_pads_head_sizes_without_changing_the_result():
         ref = logits if m is None else logits.masked_fill(~m, -torch.inf)
         expected = torch.softmax(ref, dim=-1) @ v
         torch.testing.assert_close(_attention(q, k, v, m, 0.3), expected, atol=1e-5, rtol=0)
+    assert widths == [(16, 16, 16)] * 2
 
 
 def test_decode_reads_only_configurations_and_queries(net):

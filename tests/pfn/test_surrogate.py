@@ -502,10 +502,12 @@ def test_single_curve_view_encodes_curves_in_one_task_and_caches(monkeypatch):
     assert not torch.allclose(trained[63], changed[63])
     check(trained)
     seen.clear()  # a cap on the points of a task splits the curves over several
-    monkeypatch.setattr("pfn.surrogate.SINGLE_PASS_POINTS", 50)
+    monkeypatch.setattr("pfn.surrogate.SINGLE_PASS_POINTS", 30)
     sur.clear_cache()
     check(sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1))
     assert sum(c for _, c, _ in seen) == 65 and sum(n for *_, n in seen) == 220 and len(seen) > 2
+    assert all(n <= 30 or c == 1 for _, c, n in seen)  # within the cap, or one longer curve
+    assert sorted(n for *_, n in seen if n > 30) == [40] * 4
     monkeypatch.setattr("pfn.surrogate.SINGLE_VIEW_CACHE_SIZE", 10)  # the cache stays bounded
     curves[0] = (curves[0][0], curves[0][1] * 0.5)
     check(sur.forecast_single(curves, np.ones(len(curves))).logits.softmax(-1))

@@ -129,6 +129,35 @@ def test_only_rank_zero_exports_and_every_rank_waits_for_it(tmp_path, monkeypatc
         assert not (tmp_path / "model.pt").exists() and not (tmp_path / "model.json").exists()
 
 
+def test_multi_device_training_lets_ddp_find_unused_parameters(tmp_path, monkeypatch):
+    """A training step leaves some weights without a gradient (the last layer's token update,
+    which nothing reads), so DDP must be told to look for unused parameters."""
+    import lightning as L
+
+    cfg = train_config("tiny")
+    net = CurveSetTransformer(cfg.model)
+    batch = make_prior(**cfg.prior).sample(2, generator=torch.Generator().manual_seed(0))
+    inp, target = CurveSetInput.from_batch(batch)
+    dist = BarDistribution(uniform_borders(cfg.model.n_buckets))
+    dist.nll(net(inp), target).mean().backward()
+    unused = [name for name, p in net.named_parameters() if p.grad is None]
+    assert unused and all(name.startswith(f"layers.{len(net.layers) - 1}.") for name in unused)
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def trainer(self, *args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(L.Trainer, "__init__", trainer)
+    with pytest.raises(Stop):
+        pretrain(cfg, tmp_path, devices=2, accelerator="cpu", progress=False)
+    assert seen["strategy"] == "ddp_find_unused_parameters_true" and seen["devices"] == 2
+
+
 def _count_training_steps(monkeypatch) -> list:
     """Record the batch every training step of PFNModule receives (a CurveBatch when read from a
     store, else the sampling placeholder)."""
