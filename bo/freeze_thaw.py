@@ -684,24 +684,23 @@ class FreezeThaw:
         return run
 
     def _apply_tell(self, run: _Run, step: int, value: float) -> None:
-        run.steps.append(step)
-        run.values.append(value)
-        run.step = step
-        run.pending = None
-        self._history.append(Record(run.id, step, value, False))
+        self._end_step(run, step, value, failed=False)
 
     def _apply_skip(self, run: _Run, step: int) -> None:
-        run.step = step
-        run.pending = None
-        self._history.append(Record(run.id, step, None, False))
+        self._end_step(run, step, None, failed=False)
 
     def _apply_failure(self, run: _Run, step: int) -> None:
-        run.steps.append(step)
+        run.failed = True  # its context point: the worst value, never the incumbent
+        self._end_step(run, step, math.inf if self.minimize else -math.inf, failed=True)
+
+    def _end_step(self, run: _Run, step: int, value: float | None, *, failed: bool) -> None:
+        """``run``'s pending ``step`` is over: ``value`` joins its curve (None: not measured)."""
+        if value is not None:
+            run.steps.append(step)
+            run.values.append(value)
         run.step = step
-        run.values.append(math.inf if self.minimize else -math.inf)
-        run.failed = True
         run.pending = None
-        self._history.append(Record(run.id, step, None, True))
+        self._history.append(Record(run.id, step, None if failed else value, failed))
 
     @staticmethod
     def _apply_release(run: _Run) -> None:

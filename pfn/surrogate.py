@@ -717,13 +717,14 @@ class Surrogate:
         sizes = np.array([curves[i][0].size for i in todo], dtype=np.int64)
         chunk = _chunks(sizes, SINGLE_PASS_POINTS)  # (T,) task of each row to encode
         for p in np.unique(chunk):
-            idx = todo[chunk == p]  # (R,) rows of this task, one curve each
+            in_task = chunk == p
+            idx = todo[in_task]  # (R,) rows of this task, one curve each
             t = np.concatenate([curves[i][0] for i in idx] + [np.ones(1)])
             y = np.concatenate([curves[i][1] for i in idx] + [np.zeros(1)])
             pad = np.arange(t.size) == t.size - 1  # one masked point: a task needs >= 1
             inp = self._arrays_input(
                 np.zeros((1, idx.size, 0)),
-                ctx_curve=np.append(np.repeat(np.arange(idx.size), sizes[chunk == p]), 0)[None],
+                ctx_curve=np.append(np.repeat(np.arange(idx.size), sizes[in_task]), 0)[None],
                 ctx_t=t[None],
                 ctx_y=y[None],
                 qry_curve=np.zeros((1, 1)),
