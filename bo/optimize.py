@@ -249,38 +249,50 @@ def _summaries(ft: FreezeThaw) -> tuple[RunSummary, ...]:
     return tuple(out)
 
 
+def _plot_series(
+    result: OptimizeResult,
+) -> tuple[np.ndarray, dict[int, tuple[list[int], list[float]]]]:
+    """What :func:`_plot` draws: the incumbent after each step spent (S,) (NaN until a finite
+    value is measured), and each run's measured curve ``{run id: (steps, values)}``. A step
+    trained but not measured is no point (the line joins its neighbours); a failed step is a NaN
+    point (a break in the line)."""
+    finite = np.array(
+        [r.value if r.value is not None and math.isfinite(r.value) else np.nan
+         for r in result.history],
+        dtype=np.float64,
+    )  # fmt: skip
+    acc = np.fmin.accumulate(finite) if result.minimize else np.fmax.accumulate(finite)
+    curves: dict[int, tuple[list[int], list[float]]] = {}
+    for rec in result.history:
+        steps, ys = curves.setdefault(rec.trial, ([], []))
+        if rec.value is not None or rec.failed:  # a step not measured is a gap, not a point
+            steps.append(rec.step)
+            ys.append(rec.value if rec.value is not None and math.isfinite(rec.value) else np.nan)
+    return acc, curves
+
+
 def _plot(result: OptimizeResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, (ax_inc, ax_curves) = plt.subplots(1, 2, figsize=(12, 4.5))
-    values = [r.value if r.value is not None else np.nan for r in result.history]
-    finite = np.array([v if v is not None and math.isfinite(v) else np.nan for v in values])
-    acc = np.fmin.accumulate(finite) if result.minimize else np.fmax.accumulate(finite)
+    acc, curves = _plot_series(result)
     ax_inc.plot(np.arange(1, len(acc) + 1), acc, color="C3")
     ax_inc.set_xlabel("training steps spent")
     ax_inc.set_ylabel("incumbent (best value so far)")
     ax_inc.set_title("incumbent vs budget")
     ax_inc.grid(alpha=0.3)
-    by_run: dict[int, list[Record]] = {}
-    for rec in result.history:
-        by_run.setdefault(rec.trial, [])
-        if rec.value is not None or rec.failed:  # a step not measured is a gap, not a point
-            by_run[rec.trial].append(rec)
     best_id = result.best.trial if result.best is not None else None
-    for run_id, recs in by_run.items():
-        steps = [r.step for r in recs]
-        ys = [r.value if r.value is not None and math.isfinite(r.value) else np.nan for r in recs]
+    for run_id, (steps, ys) in curves.items():
         is_best = run_id == best_id
         ax_curves.plot(steps, ys, color="C3" if is_best else "0.5", lw=2 if is_best else 0.8,
                        alpha=1.0 if is_best else 0.6, marker="." if len(steps) < 4 else None,
                        zorder=3 if is_best else 1)  # fmt: skip
     ax_curves.set_xlabel("step")
     ax_curves.set_ylabel("metric")
-    ax_curves.set_title(f"all {len(by_run)} runs (incumbent's run in red)")
+    ax_curves.set_title(f"all {len(curves)} runs (incumbent's run in red)")
     ax_curves.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bo.freeze_thaw import FreezeThawConfig
-from bo.optimize import optimize
+from bo.optimize import _plot_series, optimize
 from bo.space import CandidateTable, Float, Space
 from pfn.surrogate import Surrogate
 
@@ -173,4 +173,10 @@ def test_steps_the_objective_does_not_measure_are_spent_as_gaps(tiny_checkpoint_
         assert run.steps == max(r.step for r in result.history if r.trial == run.id)
     assert result.best.value == max(r.value for r in result.history if r.value is not None)
     assert result.plot is not None and result.plot.exists()
+    incumbent, curves = _plot_series(result)  # what the plot draws
+    assert incumbent.shape == (8,) and not np.isnan(incumbent[-1])
+    assert incumbent[-1] == result.best.value
+    for run in result.runs:  # each run's line: its measured (odd) steps, no point for the gaps
+        steps, ys = curves[run.id]
+        assert steps == [1, 3] and ys == [run.config["lr"] * 1, run.config["lr"] * 3]
     assert "| run |" in result.table()
