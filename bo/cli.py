@@ -94,8 +94,9 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo.add_argument(
         "--repeat-configs",
         action="store_true",
-        help="let freeze-thaw start a row whose configuration a started run already has, while "
-        "untried ones remain (default: untried ones first; FreezeThawConfig.repeat_configs)",
+        help="let freeze-thaw start a row whose configuration a started run already has like "
+        "any other (default: untried ones only, then a repeat only when no paused run can go "
+        "on; FreezeThawConfig.repeat_configs)",
     )
     hpo.add_argument(
         "--permutations",

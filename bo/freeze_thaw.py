@@ -92,21 +92,24 @@ class NothingToAsk(RuntimeError):
 class FreezeThawConfig:
     """Settings of the candidate pool (new configurations scored at each decision).
 
-    The default pool is **one** fresh random configuration (or table row) per decision, competing
-    with every paused run: the surrogate decides *whether* to start a new run, not *which* one.
-    ifBO scores a pool of thousands, but the argmax of the acquisition over thousands of unseen
+    The default pool is **8** fresh configurations (or table rows) per decision, competing with
+    every paused run; each configuration is tried once (``repeat_configs``). Measured with the
+    shipped surrogate (mean normalised regret, ``curvepfn evaluate hpo``; checkpoints/README.md,
+    "In the optimiser"): on ``taskset_dev.h5`` (7 tasks x 10 seeds, budgets 100/300/1000)
+    0.153/0.072/0.031 against 0.168/0.081/0.042 for a pool of one; on ``lcdb_dev.h5`` (124
+    tables x 3 seeds, budgets 100/200) 0.075/0.049 against 0.079/0.051 for a pool of one that
+    repeated configurations once all were tried (a pool of 8 that did so: 0.101/0.076, as it
+    started a repeat, another seed of a learner already tried, at 78 of 200 steps). ifBO scores
+    a pool of thousands, but the argmax of the acquisition over thousands of unseen
     configurations picks those whose prediction is most optimistic, and with our CPU-trained
     surrogate these were the corners of the hyperparameter space, rarely the good configurations
-    (on TaskSet's GRU task 0% of its picks against a 4.6% base rate). Measured on
-    ``taskset_dev.h5`` (7 tasks, mean normalised regret at budgets 100/300/1000, same seeds
-    within a row): all 1000 rows 0.36/0.27/0.22 against 0.20/0.17/0.08 for a pool of one
-    (previous surrogate, seed 0); a pool of 8 0.26/0.21/0.18 against 0.22/0.17/0.10 for a pool
-    of one (shipped surrogate, seeds 1-2); ``curvepfn evaluate hpo --seeds 10 --score-range
-    bounds`` with the pool of one: 0.23/0.16/0.10. Larger pools remain available:
-    ``FreezeThawConfig(n_candidates=2000)``. (All with ``score_range="bounds"``.)
+    (on TaskSet's GRU task 0% of its picks against a 4.6% base rate; all 1000 rows scored
+    0.36/0.27/0.22 against 0.20/0.17/0.08 for a pool of one, an earlier surrogate with
+    ``score_range="bounds"``, seed 0). Larger pools remain available:
+    ``FreezeThawConfig(n_candidates=2000)``.
     """
 
-    n_candidates: int = 1  # new configurations per decision (or table rows sampled)
+    n_candidates: int = 8  # new configurations per decision (or table rows sampled)
     share_sobol: float = 0.5  # of n_candidates: a fresh scrambled Sobol sample
     share_local: float = 0.25  # perturbations of the incumbent (the rest: uniform random)
     local_scale: float = 0.1  # std of the perturbations in the encoded space
@@ -125,15 +128,15 @@ class FreezeThawConfig:
     # default, chosen by log-likelihood on real curves; the optimiser's regret with it and with
     # 0 is in checkpoints/README.md, "In the optimiser".
     single_weight: float = DEFAULT_SINGLE_WEIGHT
-    # Whether a new run may repeat the configuration of a run already started while untried ones
-    # remain. False (default): new runs are drawn from the untried configurations (a table's free
-    # rows whose encoding differs from every started run's; a pool sampled from a space less the
-    # samples equal to a started run's, as a discrete space's can be), repeats only once none is
-    # left. On lcdb_dev.h5, whose rows are up to 20 learners x 25 seeds, 75% of the runs started
-    # with repeats allowed were another seed of a learner already tried (every 8th table, two
-    # seeds; 82% with a pool of 8), and untried-first lowered the regret at 200 steps from 0.060
-    # to 0.054 on all 124 tables (checkpoints/README.md, "In the optimiser"). No effect where
-    # every configuration differs (TaskSet, a space with a Float).
+    # Whether a new run may repeat the configuration of a run already started. False (default):
+    # new runs take untried configurations (a table's free rows whose encoding differs from every
+    # started run's; a pool sampled from a space less the samples equal to a started run's, as a
+    # discrete space's can be); once none is left, a repeat starts only when no paused run can go
+    # on. True: a repeat competes like any new configuration. On lcdb_dev.h5, whose rows are up to
+    # 20 learners x 25 seeds, 75% of the runs started with repeats allowed were another seed of a
+    # learner already tried; trying each configuration once lowered the regret (checkpoints/
+    # README.md, "In the optimiser": untried first, 2026-12-07; untried only, with the pool of 8,
+    # session 18). No effect where every configuration differs (TaskSet, a space with a Float).
     repeat_configs: bool = False
     # Random orders of the hyperparameters averaged per decision (0: the encoding's order alone).
     # The surrogate's prior is exchangeable over hyperparameter slots and over a categorical's
@@ -143,7 +146,8 @@ class FreezeThawConfig:
     # acquisition of the mixture of the predictives). One order costs no more than none and
     # turns a systematic slot preference into noise; K orders cost K forward passes. Measured
     # (checkpoints/README.md, "In the optimiser"): the network does prefer slots on LCDB, but one
-    # order per decision did not make a pool of 8 work there, so the default stays 0.
+    # order per decision did not make a pool of 8 that repeated configurations work there, so the
+    # default stays 0.
     permutations: int = 0
     # Which acquisition value a new run competes with against the paused runs: "best" (default,
     # as ifBO) the pool's largest; "random" that of a pool member drawn at random, an unbiased
@@ -600,18 +604,27 @@ class FreezeThaw:
                 pool = pool[untried]
             elif (x := self._draw_untried(rng)) is not None:  # every sample repeats a run
                 pool = x[None, :]
+            elif self._can_go_on():  # every configuration tried: no repeat while runs can go on
+                pool = pool[:0]
         return pool, None
 
-    def _free_rows(self) -> np.ndarray:
+    def _free_rows(self, *, repeats_wait: bool = True) -> np.ndarray:
         """Rows of the candidate table a new run may take: unstarted and, unless
-        ``config.repeat_configs``, of an untried configuration while any is left."""
+        ``config.repeat_configs``, of an untried configuration; once none is left, any unstarted
+        row, with ``repeats_wait`` only when no paused run can go on (:meth:`_can_go_on`)."""
         assert self.candidates is not None
         free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
         if not self.config.repeat_configs:
             untried = free[~self._group_started[self._row_group[free]]]
-            if untried.size:
+            if untried.size or (repeats_wait and self._can_go_on()):
                 return untried
         return free
+
+    def _can_go_on(self) -> bool:
+        """Whether some run is paused: not pending, failed or finished."""
+        return any(
+            r.pending is None and not r.failed and r.step < self.max_steps for r in self._runs
+        )
 
     def _untried(self, X: np.ndarray) -> np.ndarray:
         """(Q,) bool: which points ``X`` (Q, D) of the space differ from every started run's
@@ -622,7 +635,7 @@ class FreezeThaw:
 
     def _random_new(self, rng: np.random.Generator) -> tuple[np.ndarray, int | None]:
         if self.candidates is not None:
-            free = self._free_rows()
+            free = self._free_rows(repeats_wait=False)  # nothing measured: nothing to prefer
             if free.size == 0:
                 raise NothingToAsk("nothing to ask: every candidate has been started")
             row = int(rng.choice(free))

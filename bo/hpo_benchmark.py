@@ -417,12 +417,13 @@ class FreezeThawOptimizer(TabularOptimizer):
     """The product: :class:`bo.freeze_thaw.FreezeThaw` choosing among the table's rows.
 
     Every row is a candidate configuration; each decision scores every paused run and the pool
-    of unstarted rows that ``config`` asks for (by default one random row, as a user's
-    :class:`~bo.freeze_thaw.FreezeThaw` gets; ``FreezeThawConfig(n_candidates=1000)`` scores all
-    of TaskSet's rows, as ifBO does). A NaN read where the run is over (crashed / diverged) is
-    told as a failure; a NaN in a gap of a run that goes on (an evaluation skipped, or not yet
-    recorded at the start) is told as a step trained but not measured
-    (:meth:`~bo.freeze_thaw.FreezeThaw.tell_skipped`), as the Optuna baselines skip it.
+    of unstarted rows that ``config`` asks for (by default 8 random rows of untried
+    configurations, as a user's :class:`~bo.freeze_thaw.FreezeThaw` gets;
+    ``FreezeThawConfig(n_candidates=1000)`` scores all of TaskSet's rows, as ifBO does). A NaN
+    read where the run is over (crashed / diverged) is told as a failure; a NaN in a gap of a
+    run that goes on (an evaluation skipped, or not yet recorded at the start) is told as a step
+    trained but not measured (:meth:`~bo.freeze_thaw.FreezeThaw.tell_skipped`), as the Optuna
+    baselines skip it.
     """
 
     name = "freeze-thaw"

@@ -245,6 +245,33 @@ def test_untried_configurations_come_before_repeats(tiny, n_candidates):
     assert repeats_allowed >= 3  # 6 of 8 rows repeat one configuration: repeats come early
 
 
+@pytest.mark.parametrize("n_candidates", [1, 3])
+def test_a_repeat_waits_until_no_run_can_go_on(tiny, n_candidates):
+    # configuration 0 in three rows (seeds), 1 and 2 once; runs of 3 steps
+    distinct = np.random.default_rng(1).random((3, 3))
+    encoded = distinct[[0, 1, 0, 2, 0]]
+    key = {tuple(c): i for i, c in enumerate(distinct)}
+    for seed in range(3):
+        for repeat_configs in (False, True):
+            ft = FreezeThaw(None, candidates=CandidateTable.from_encoded(encoded), max_steps=3,
+                            surrogate=tiny, seed=seed,
+                            config=FreezeThawConfig(n_candidates=n_candidates,
+                                                    repeat_configs=repeat_configs))  # fmt: skip
+            log = []  # (steps spent before the ask, configuration of a new run or None)
+            for spent in range(15):  # five rows of three steps: the whole table
+                t = ft.ask()
+                new = key[tuple(encoded[t.candidate])] if t.resume_from == 0 else None
+                log.append((spent, new))
+                ft.tell(t, float(encoded[t.candidate].sum()))
+            starts = [(spent, c) for spent, c in log if c is not None]
+            assert len(starts) == 5  # every row ran in the end
+            if not repeat_configs:
+                assert sorted(c for _, c in starts[:3]) == [0, 1, 2]
+                assert all(spent >= 9 for spent, _ in starts[3:])  # after 3 runs x 3 steps
+    with pytest.raises(RuntimeError, match="nothing to ask"):
+        ft.ask()
+
+
 @pytest.mark.parametrize(
     "n, sobol, local", [(3, 0.5, 0.5), (5, 0.7, 0.3), (1, 0.5, 0.5), (8, 0, 1)]
 )
@@ -273,6 +300,16 @@ def test_a_discrete_space_is_not_repeated_while_untried_configurations_remain(ti
         assert len(set(starts)) == 6  # the six configurations, none twice
         t = ft.ask()  # the space is exhausted: a repeat, not an error
         assert tuple(t.config.values()) in set(starts)
+    ft = FreezeThaw(space, max_steps=2, surrogate=tiny, seed=0,
+                    config=FreezeThawConfig(n_candidates=4))  # fmt: skip
+    new = []
+    for spent in range(14):  # 6 configurations x 2 steps, then repeats
+        t = ft.ask()
+        if t.resume_from == 0:
+            new.append((spent, tuple(t.config.values())))
+        ft.tell(t, 0.5)
+    assert len({c for _, c in new[:6]}) == 6 and all(spent >= 12 for spent, _ in new[6:])
+    assert len(new) == 7  # one repeat, once every run had finished
     assert "repeat_configs" not in ft._settings()["config"]  # old journals resume
 
 

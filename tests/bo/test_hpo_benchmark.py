@@ -371,7 +371,7 @@ def test_cli_runs_freeze_thaw_with_a_given_checkpoint(
     assert payload["optimizers"] == ["freeze-thaw"]
     settings = payload["settings"]["freeze-thaw"]  # what a later comparison needs to know
     assert settings["checkpoint"] == str(tiny_checkpoint_path)
-    assert settings["n_candidates"] == 1 and settings["start_value"] == "best"
+    assert settings["n_candidates"] == 8 and settings["start_value"] == "best"
     assert "| runs started | configurations |" in (out / "results.md").read_text()
     assert main(args[:-1] + [str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
