@@ -521,10 +521,7 @@ class FreezeThaw:
         spent = self.steps_spent + len(pending)
         remaining = self.max_steps if self.budget is None else max(1, self.budget - spent)
         look = draw_lookahead(rng, remaining=remaining, max_steps=self.max_steps, f_best=f_best)
-        paused = [
-            i for i, r in enumerate(runs)
-            if r.pending is None and not r.failed and r.step < self.max_steps
-        ]  # fmt: skip
+        paused = [i for i, r in enumerate(runs) if self._is_paused(r)]
         new_x, new_rows = self._candidate_pool(rng)
         if not paused and new_x.shape[0] == 0:
             raise NothingToAsk(
@@ -566,10 +563,7 @@ class FreezeThaw:
         """Before any value is measured: the paused run trained furthest (the first such on a
         tie), or None. A run whose steps were all skipped goes on until it is measured, instead of
         the budget going to new runs that would be skipped alike."""
-        paused = [
-            r for r in self._runs
-            if r.pending is None and not r.failed and 0 < r.step < self.max_steps
-        ]  # fmt: skip
+        paused = [r for r in self._runs if self._is_paused(r) and r.step > 0]
         return max(paused, key=lambda r: r.step, default=None)
 
     def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
@@ -620,11 +614,13 @@ class FreezeThaw:
                 return untried
         return free
 
+    def _is_paused(self, run: _Run) -> bool:
+        """Whether ``run`` can go on: not pending, failed or finished."""
+        return run.pending is None and not run.failed and run.step < self.max_steps
+
     def _can_go_on(self) -> bool:
-        """Whether some run is paused: not pending, failed or finished."""
-        return any(
-            r.pending is None and not r.failed and r.step < self.max_steps for r in self._runs
-        )
+        """Whether some run is paused (:meth:`_is_paused`)."""
+        return any(self._is_paused(r) for r in self._runs)
 
     def _untried(self, X: np.ndarray) -> np.ndarray:
         """(Q,) bool: which points ``X`` (Q, D) of the space differ from every started run's
