@@ -9,9 +9,9 @@ trial may *thaw* it.
 
 How a trial is chosen (ifBO's loop, ``../shared/design/reference.md`` §4): the first trial starts
 a random configuration; after that, every paused run and a pool of new candidate configurations
-(by default one random configuration, see :class:`FreezeThawConfig`; a larger pool mixes Sobol
-points, uniform random points and perturbations of the incumbent; with a fixed candidate table,
-its unstarted rows; configurations no run has tried come first, repeats only once none is left)
+(by default 8, see :class:`FreezeThawConfig`: Sobol points, uniform random points and
+perturbations of the incumbent; with a fixed candidate table, its unstarted rows; only
+configurations no run has tried, a repeat only once none is left and no paused run can go on)
 are scored in **one prediction** of the PFN surrogate (no fitting: the task's forward pass, mixed
 with the single-curve view of the runs, see ``FreezeThawConfig.single_weight``) by an acquisition
 of :mod:`bo.acquisition` (MFEI-random by default; the reference's MFPI-random on request), and
