@@ -724,7 +724,8 @@ def evaluate_hpo(
             ``budget`` itself is always added.
         progress: show a progress bar (one tick per table and seed).
         workers: processes that run (table, seed) jobs side by side, one thread each; the
-            results are identical to ``workers=1``, since every job is seeded on its own.
+            results are identical to ``workers=1``, since every job is seeded on its own and
+            runs on one torch thread there too (restored after).
 
     Returns:
         Regret and rank per step and run, per-run records and the summary.
@@ -752,9 +753,16 @@ def evaluate_hpo(
     results: list = [None] * n_runs
     bar = tqdm(total=n_runs, desc="hpo", unit="task-seed", disable=not progress)
     if workers == 1:
-        for r, (t, seed) in enumerate(jobs):
-            results[r] = _run_job(opts, curve_tables[t], scales[t], seed, budget)
-            bar.update()
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as a worker process: the same float operations, results
+        try:  # equal to workers > 1 (with 2 threads, 1 of 24 LCDB searches took another turn)
+            for r, (t, seed) in enumerate(jobs):
+                results[r] = _run_job(opts, curve_tables[t], scales[t], seed, budget)
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
     else:
         ctx = get_context("spawn")  # no fork of a process that holds torch threads
         with ProcessPoolExecutor(

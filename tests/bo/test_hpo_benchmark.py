@@ -283,6 +283,34 @@ def test_worker_processes_give_the_same_result(curve_file):
         evaluate_hpo(curve_file, workers=0, **kw)
 
 
+class ThreadProbe(FirstRow):
+    """FirstRow that records the torch thread count its job ran with."""
+
+    seen: list[int] = []
+
+    def run(self, objective, *, seed):
+        import torch
+
+        ThreadProbe.seen.append(torch.get_num_threads())
+        super().run(objective, seed=seed)
+
+
+def test_jobs_run_on_one_thread_in_process_too(curve_file):
+    """Float results depend on the thread count, so workers=1 runs its jobs as a worker process
+    does (one thread), and gives the caller back its own count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ThreadProbe.seen.clear()
+        evaluate_hpo(curve_file, optimizers=[ThreadProbe()], seeds=2, budget=10, progress=False)
+        assert ThreadProbe.seen and set(ThreadProbe.seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def _children(pid: int) -> list[int]:
     """Pids whose parent is ``pid`` (Linux /proc)."""
     out = []
