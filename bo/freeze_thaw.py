@@ -99,7 +99,7 @@ class FreezeThawConfig:
     0.153/0.072/0.031 against 0.168/0.081/0.042 for a pool of one; on ``lcdb_dev.h5`` (124
     tables x 3 seeds, budgets 100/200) 0.075/0.049 against 0.079/0.051 for a pool of one that
     repeated configurations once all were tried (a pool of 8 that did so: 0.101/0.076, as it
-    started a repeat, another seed of a learner already tried, at 78 of 200 steps). ifBO scores
+    started 78 runs in 200 steps, most of them another seed of a learner already tried). ifBO scores
     a pool of thousands, but the argmax of the acquisition over thousands of unseen
     configurations picks those whose prediction is most optimistic, and with our CPU-trained
     surrogate these were the corners of the hyperparameter space, rarely the good configurations
@@ -522,7 +522,7 @@ class FreezeThaw:
         remaining = self.max_steps if self.budget is None else max(1, self.budget - spent)
         look = draw_lookahead(rng, remaining=remaining, max_steps=self.max_steps, f_best=f_best)
         paused = [i for i, r in enumerate(runs) if self._is_paused(r)]
-        new_x, new_rows = self._candidate_pool(rng)
+        new_x, new_rows = self._candidate_pool(rng, hold_repeats=bool(paused))
         if not paused and new_x.shape[0] == 0:
             raise NothingToAsk(
                 "nothing to ask: every run is finished, failed or pending and no new "
@@ -566,11 +566,15 @@ class FreezeThaw:
         paused = [r for r in self._runs if self._is_paused(r) and r.step > 0]
         return max(paused, key=lambda r: r.step, default=None)
 
-    def _candidate_pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-        """(Q, D) encoded new configurations, and their table rows (None without a table)."""
+    def _candidate_pool(
+        self, rng: np.random.Generator, *, hold_repeats: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Q, D) encoded new configurations, and their table rows (None without a table).
+        ``hold_repeats``: a paused run can go on, so once every configuration has been tried
+        (unless ``config.repeat_configs``) the pool is empty rather than repeats."""
         n = self.config.n_candidates
         if self.candidates is not None:
-            free = self._free_rows()
+            free = self._free_rows(hold_repeats=hold_repeats)
             if free.size > n:
                 free = np.sort(rng.choice(free, size=n, replace=False))
             return self.candidates.encoded[free], free
@@ -598,29 +602,25 @@ class FreezeThaw:
                 pool = pool[untried]
             elif (x := self._draw_untried(rng)) is not None:  # every sample repeats a run
                 pool = x[None, :]
-            elif self._can_go_on():  # every configuration tried: no repeat while runs can go on
+            elif hold_repeats:  # every configuration tried: no repeat while runs can go on
                 pool = pool[:0]
         return pool, None
 
-    def _free_rows(self, *, repeats_wait: bool = True) -> np.ndarray:
+    def _free_rows(self, *, hold_repeats: bool) -> np.ndarray:
         """Rows of the candidate table a new run may take: unstarted and, unless
         ``config.repeat_configs``, of an untried configuration; once none is left, any unstarted
-        row, with ``repeats_wait`` only when no paused run can go on (:meth:`_can_go_on`)."""
+        row, unless ``hold_repeats`` (a paused run can go on): then none."""
         assert self.candidates is not None
         free = np.setdiff1d(np.arange(len(self.candidates)), list(self._started_rows))
         if not self.config.repeat_configs:
             untried = free[~self._group_started[self._row_group[free]]]
-            if untried.size or (repeats_wait and self._can_go_on()):
+            if untried.size or hold_repeats:
                 return untried
         return free
 
     def _is_paused(self, run: _Run) -> bool:
         """Whether ``run`` can go on: not pending, failed or finished."""
         return run.pending is None and not run.failed and run.step < self.max_steps
-
-    def _can_go_on(self) -> bool:
-        """Whether some run is paused (:meth:`_is_paused`)."""
-        return any(self._is_paused(r) for r in self._runs)
 
     def _untried(self, X: np.ndarray) -> np.ndarray:
         """(Q,) bool: which points ``X`` (Q, D) of the space differ from every started run's
@@ -631,7 +631,7 @@ class FreezeThaw:
 
     def _random_new(self, rng: np.random.Generator) -> tuple[np.ndarray, int | None]:
         if self.candidates is not None:
-            free = self._free_rows(repeats_wait=False)  # nothing measured: nothing to prefer
+            free = self._free_rows(hold_repeats=False)  # nothing measured: nothing to prefer
             if free.size == 0:
                 raise NothingToAsk("nothing to ask: every candidate has been started")
             row = int(rng.choice(free))

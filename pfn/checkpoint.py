@@ -142,9 +142,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     state = torch.load(weights, map_location="cpu", weights_only=True)
     digest = state.pop(CARD_DIGEST_KEY, None)  # checked whenever present: an edited card may
     # claim an older version too
-    if (version >= 4 or digest is not None) and (
-        digest is None or bytes(digest.tolist()) != _card_digest(meta)
-    ):
+    if digest is None:
+        wrong = version >= 4  # format 4 always holds one
+    else:
+        wrong = bytes(digest.tolist()) != _card_digest(meta)
+    if wrong:
         raise ValueError(
             f"{card}: the card's contents do not match the digest its weights {weights.name} "
             "hold; the card was edited after the checkpoint was written (re-save it with "

@@ -279,7 +279,7 @@ def test_the_pool_has_its_size_whatever_the_shares_round_to(tiny, n, sobol, loca
     config = FreezeThawConfig(n_candidates=n, share_sobol=sobol, share_local=local)
     ft = FreezeThaw(SPACE, max_steps=5, surrogate=tiny, config=config)
     ft.tell(ft.ask(), 0.3)  # an incumbent: the local share is drawn
-    pool, rows = ft._candidate_pool(np.random.default_rng(0))
+    pool, rows = ft._candidate_pool(np.random.default_rng(0), hold_repeats=True)
     assert pool.shape == (n, SPACE.dim) and rows is None
     ft.tell(ft.ask(), 0.2)  # and a decision goes through
 
