@@ -44,6 +44,9 @@ from torch import Tensor, nn
 
 __all__ = ["BarDistribution", "equal_mass_borders", "uniform_borders"]
 
+# Rows per block of :meth:`BarDistribution._expect`: (256, K) float32 temporaries, 1 MB at K = 1000.
+_EXPECT_ROWS = 256
+
 
 def _check_n_buckets(n_buckets: int) -> None:
     if isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets < 1:
@@ -268,6 +271,28 @@ class BarDistribution(nn.Module):
             ) from err
         return v.expand(shape)
 
+    def _expect(self, logits: Tensor, vec: Tensor) -> Tensor:
+        """``sum_k p_k vec_k``: (..., K) logits and a (K,) vector of non-negative per-bucket
+        values -> (...) float32, without building the (..., K) probabilities.
+
+        Worked out in blocks of :data:`_EXPECT_ROWS` rows, each as ``sum_k e_k vec_k / sum_k e_k``
+        with ``e = exp(logits - max)``: for the thousands of candidates of one optimiser decision
+        the (M, K) softmax and product were fresh multi-megabyte temporaries, and their page faults
+        cost more than the arithmetic. Every term is non-negative, so small tails keep their
+        relative precision, as with the softmax. (A product and a sum rather than a
+        matrix-vector product, which autocast would run in half precision.)
+        """
+        flat = self._check_logits(logits)
+        shape = flat.shape[:-1]
+        flat = flat.reshape(-1, self.n_buckets)
+        vec = vec.to(flat.dtype)
+        out = flat.new_empty(flat.shape[0])
+        for start in range(0, flat.shape[0], _EXPECT_ROWS):
+            block = flat[start : start + _EXPECT_ROWS]  # (R, K)
+            e = (block - block.amax(-1, keepdim=True)).exp_()
+            out[start : start + _EXPECT_ROWS] = (e * vec).sum(-1) / e.sum(-1)
+        return out.reshape(shape)
+
     def _mass_below(self, probs: Tensor, y: Tensor) -> Tensor:
         """P(Y <= y): (..., K) probs and (...) y -> (...). A sum of non-negative terms."""
         return (probs * self._fraction(y, above=False)).sum(-1)
@@ -324,7 +349,7 @@ class BarDistribution(nn.Module):
     def mean(self, logits: Tensor) -> Tensor:
         """E[Y] = sum_k p_k c_k over the ``centers`` (``(b_k + b_{k+1}) / 2``; with edge atoms
         ``b_0`` and ``b_K`` at the ends): (..., K) -> (...)."""
-        return (self.probs(logits) * self.centers).sum(-1)
+        return self._expect(logits, self.centers)
 
     def variance(self, logits: Tensor) -> Tensor:
         """Var[Y] = sum_k p_k ((c_k - E[Y])^2 + w_k^2 / 12) (law of total variance, no
@@ -403,15 +428,14 @@ class BarDistribution(nn.Module):
         Returns:
             (...) float32 in [0, 1]; 1 below ``b_0``, 0 above ``b_K``.
         """
-        probs = self.probs(logits)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the shares above it are one (K,)
             # vector, worked out in float64 so that a threshold a hair below a border (or below
             # an edge atom) is not rounded onto it, then weighed with the probabilities.
-            t = torch.as_tensor(float(threshold), dtype=torch.float64, device=probs.device)
-            return (probs * self._fraction(t, above=True).to(probs.dtype)).sum(-1).clamp(0.0, 1.0)
+            t = torch.as_tensor(float(threshold), dtype=torch.float64, device=logits.device)
+            return self._expect(logits, self._fraction(t, above=True)).clamp(0.0, 1.0)
         threshold = self._values(logits, threshold, "threshold")
-        return self._mass_above(probs, threshold).clamp(0.0, 1.0)
+        return self._mass_above(self.probs(logits), threshold).clamp(0.0, 1.0)
 
     def ei(self, logits: Tensor, threshold: float | Tensor) -> Tensor:
         """Expected improvement E[max(Y - threshold, 0)], the exact integral.
@@ -429,15 +453,13 @@ class BarDistribution(nn.Module):
         Returns:
             (...) float32, >= 0.
         """
-        probs = self.probs(logits)  # (..., K)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the per-bucket integrals are one
-            # (K,) vector instead of (..., K) temporaries. (A product and a sum rather than a
-            # matrix-vector product, which autocast would run in half precision.)
-            t = torch.as_tensor(float(threshold), dtype=torch.float64, device=probs.device)
-            return (probs * self._improvement(t).to(probs.dtype)).sum(-1)
+            # (K,) vector instead of (..., K) temporaries.
+            t = torch.as_tensor(float(threshold), dtype=torch.float64, device=logits.device)
+            return self._expect(logits, self._improvement(t))
         t = self._values(logits, threshold, "threshold").unsqueeze(-1)  # (..., 1)
-        return (probs * self._improvement(t)).sum(-1)
+        return (self.probs(logits) * self._improvement(t)).sum(-1)
 
     def _improvement(self, t: Tensor) -> Tensor:
         """Each bucket's ``E[max(Y - t, 0) | bucket]``: (..., 1) or () thresholds -> (..., K), in

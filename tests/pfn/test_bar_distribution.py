@@ -239,6 +239,26 @@ def test_ei_with_one_threshold_for_all_matches_one_per_row(seed):
             assert dist.ei(logits, t).dtype == torch.float32
 
 
+@pytest.mark.parametrize("atoms", [False, True])
+def test_one_threshold_paths_over_many_blocks_of_rows(atoms):
+    # pi, ei (one threshold) and the mean go through row blocks without building the
+    # probabilities (_expect); over several blocks, leading dims and rows of very different
+    # sharpness, they must equal the softmax-based per-row paths
+    import pfn.bar_distribution as bd
+
+    dist = BarDistribution(uniform_borders(40), edge_atoms=atoms)
+    gen = torch.Generator().manual_seed(5)
+    scale = torch.logspace(-1, 2, 3 * (bd._EXPECT_ROWS + 7))[:, None]  # sharp and flat rows
+    logits = (torch.randn(scale.shape[0], 40, generator=gen) * scale).reshape(3, -1, 40)
+    probs = torch.softmax(logits, -1)
+    for t in (0.1, 0.55, float(dist.borders[-1]) - 1e-3):
+        rows = torch.full(logits.shape[:-1], t)
+        torch.testing.assert_close(dist.pi(logits, t), dist.pi(logits, rows), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(dist.ei(logits, t), dist.ei(logits, rows), atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(dist.mean(logits), (probs * dist.centers).sum(-1))
+    assert dist.mean(logits[:0]).shape == (0, logits.shape[1])
+
+
 # ---- identities and independent checks -------------------------------------------------------
 
 
