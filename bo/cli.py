@@ -116,7 +116,7 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
     hpo.set_defaults(func=_evaluate_hpo)
     compare = subparsers.add_parser(
         "hpo-compare",
-        help="paired difference of final regret between two `evaluate hpo` results (B - A)",
+        help="paired difference of regret between two `evaluate hpo` results (B - A)",
     )
     compare.add_argument("a", help="result A: a results.json or its folder")
     compare.add_argument("b", help="result B, on the same tables and seeds")
@@ -124,16 +124,33 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         "--optimizer", default="freeze-thaw", help="optimizer of A (default freeze-thaw)"
     )
     compare.add_argument("--against", default=None, help="optimizer of B (default: the same)")
+    compare.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="compare after this many steps (default: the whole budget; needs the results' "
+        "curves.npz otherwise)",
+    )
     compare.set_defaults(func=_compare_hpo)
+    merge = subparsers.add_parser(
+        "hpo-merge",
+        help="one report of several `evaluate hpo` results on the same tables and seeds, "
+        "ranked among all their optimizers",
+    )
+    merge.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULT[:OPTIMIZERS]",
+        help="a result folder (or its results.json), optionally with the comma-separated "
+        "optimizers to take from it, e.g. hpo_new:freeze-thaw hpo_base:random,hyperband,asha",
+    )
+    pfn_cli.add_out_dir(merge, "hpo_merged")
+    merge.set_defaults(func=_merge_hpo)
 
 
 def _evaluate_hpo(args: argparse.Namespace) -> int:
-    from bo.hpo_benchmark import (
-        FreezeThawOptimizer,
-        evaluate_hpo,
-        markdown_table,
-        write_hpo_report,
-    )
+    from bo.hpo_benchmark import FreezeThawOptimizer, evaluate_hpo
+    from bo.hpo_report import markdown_table, write_hpo_report
 
     if args.checkpoint is not None and "freeze-thaw" in args.optimizers:
         from pfn.surrogate import Surrogate
@@ -172,15 +189,37 @@ def _evaluate_hpo(args: argparse.Namespace) -> int:
 
 
 def _compare_hpo(args: argparse.Namespace) -> int:
-    from bo.hpo_compare import compare_final_regret
+    from bo.hpo_compare import compare_regret
 
-    result = compare_final_regret(
-        args.a, args.b, optimizer_a=args.optimizer, optimizer_b=args.against
+    result = compare_regret(
+        args.a, args.b, optimizer_a=args.optimizer, optimizer_b=args.against, budget=args.budget
     )
     print(f"A: {args.optimizer} in {args.a}\nB: {result.optimizer_b} in {args.b}")
     for name, (va, vb) in result.differing_settings.items():
         print(f"  {name}: A {va!r}, B {vb!r}")
-    print(f"final regret, B - A: {result.describe()}")
+    after = "final regret" if args.budget is None else f"regret after {args.budget} steps"
+    print(f"{after}, B - A: {result.describe()}")
+    return 0
+
+
+def _merge_hpo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bo.hpo_report import load_result, markdown_table, merge_results, select, write_hpo_report
+
+    parts = []
+    for text in args.results:
+        path, names = text, None
+        if not Path(text).exists() and ":" in text:  # RESULT:OPTIMIZERS
+            path, chosen = text.rsplit(":", 1)
+            names = pfn_cli.name_list(chosen)
+        result = load_result(path)
+        parts.append(result if names is None else select(result, names))
+    merged = merge_results(parts)
+    pfn_cli.check_out_dir(args.out, overwrite=args.overwrite)
+    paths = write_hpo_report(merged, args.out)
+    print(markdown_table(merged))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

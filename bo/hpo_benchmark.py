@@ -15,7 +15,8 @@ the references (``../shared/design/reference.md`` §5). Budget is counted in ste
   and ``asha`` (Optuna's pruners, see :class:`OptunaPrunerOptimizer`). Add an entry to the
   registry, or pass an instance to :func:`evaluate_hpo`, to evaluate another optimizer.
 * :func:`evaluate_hpo` runs every table x seed x optimizer once and reports the normalised regret
-  (:class:`RegretScale`) and the average rank (:func:`rank_optimizers`) per step.
+  (:class:`RegretScale`) and the average rank (:func:`rank_optimizers`) per step;
+  :mod:`bo.hpo_report` writes its files, loads them back and merges results.
 
 Missing values. NaN in a table means "not recorded": the run crashed, diverged or stopped, or (on
 LCDB) an evaluation was skipped. Reading a NaN still costs its step and never becomes the
@@ -29,7 +30,6 @@ optimizers, ``R`` runs per optimizer (tables x seeds).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -63,15 +63,13 @@ __all__ = [
     "TableObjective",
     "TabularOptimizer",
     "Trajectory",
+    "assemble_result",
     "evaluate_hpo",
-    "markdown_table",
     "rank_optimizers",
     "simulate",
-    "write_hpo_report",
 ]
 
 REPORT_BUDGETS = (100, 300, 1000)  # steps at which the summary is reported (capped at the budget)
-_REGRET_FLOOR = 1e-4  # regret 0 drawn at this height on the log-scale plot
 _HPO_EXTRA_HINT = "pip install curvepfn[hpo]"
 _PARENT_POLL_S = 1.0  # how often a worker process checks that its parent lives
 
@@ -604,6 +602,7 @@ class HPOEvalResult:
     report_budgets: tuple[int, ...]
     regret: np.ndarray  # (O, R, B) normalised regret after each step
     rank: np.ndarray  # (O, R, B) rank among the optimizers on the same table and seed
+    scores: np.ndarray  # (O, R, B) incumbent score after each step (NaN: none yet)
     runs: list[RunRecord]
     summary: list[HPOSummary]
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # optimizer -> settings
@@ -776,124 +775,63 @@ def evaluate_hpo(
                 results[futures[future]] = future.result()
                 bar.update()
     bar.close()
-    regret = np.stack([res[1] for res in results], axis=1)  # (O, R, B)
-    rank = np.stack([rank_optimizers(res[0]) for res in results], axis=1)  # (O, R, B)
-    runs = [record for res in results for record in res[2]]
-    summary = []
-    for o, opt in enumerate(opts):
-        for b in reported:
-            reg = regret[o, :, b - 1]
-            summary.append(
-                HPOSummary(
-                    optimizer=opt.name,
-                    budget=b,
-                    regret=float(reg.mean()),
-                    regret_se=standard_error(reg),
-                    rank=float(rank[o, :, b - 1].mean()),
-                    n_runs=n_runs,
-                )
-            )
-    return HPOEvalResult(
+    return assemble_result(
         data=str(path),
         tables=tuple(t.name for t in curve_tables),
-        optimizers=tuple(o.name for o in opts),
         seeds=seeds,
         budget=budget,
         report_budgets=reported,
-        regret=regret,
-        rank=rank,
-        runs=runs,
-        summary=summary,
+        optimizers=tuple(o.name for o in opts),
+        scores=np.stack([res[0] for res in results], axis=1),
+        regret=np.stack([res[1] for res in results], axis=1),
+        runs=[record for res in results for record in res[2]],
         settings={o.name: o.settings() for o in opts},
     )
 
 
-def markdown_table(result: HPOEvalResult) -> str:
-    """Mean normalised regret (± s.e.) and mean rank per optimizer at each reporting budget;
-    the best of each column in bold."""
-    budgets = result.report_budgets
-    lines = [
-        f"Data `{Path(result.data).name}`: {len(result.tables)} table(s) x {result.seeds} "
-        f"seed(s), budget {result.budget} steps; normalised regret ↓ (mean ± s.e.) and average "
-        "rank ↓; per search, the runs started (restarts of a configuration included) and the "
-        "distinct configurations run.",
-        "",
-        "| optimizer | "
-        + " | ".join(f"regret @{b} | rank @{b}" for b in budgets)
-        + " | runs started | configurations |",
-        "|---|" + "---|---|" * len(budgets) + "---|---|",
-    ]
-    best_reg = {b: min(result.summary_for(o, b).regret for o in result.optimizers) for b in budgets}
-    best_rank = {b: min(result.summary_for(o, b).rank for o in result.optimizers) for b in budgets}
-    for opt in result.optimizers:
-        cells = []
-        for b in budgets:
-            s = result.summary_for(opt, b)
-            reg, rk = f"{s.regret:.4f} ± {s.regret_se:.4f}", f"{s.rank:.2f}"
-            cells.append(f"**{reg}**" if s.regret == best_reg[b] else reg)
-            cells.append(f"**{rk}**" if s.rank == best_rank[b] else rk)
-        runs = [r for r in result.runs if r.optimizer == opt]
-        starts, configs = np.mean([r.n_starts for r in runs]), np.mean([r.n_configs for r in runs])
-        lines.append(f"| {opt} | " + " | ".join(cells) + f" | {starts:.1f} | {configs:.1f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_hpo_report(result: HPOEvalResult, out_dir: str | Path) -> list[Path]:
-    """Write ``results.json``, ``results.md``, ``regret.png`` and ``rank.png`` to ``out_dir``;
-    returns the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "data": result.data,
-        "tables": list(result.tables),
-        "optimizers": list(result.optimizers),
-        "seeds": result.seeds,
-        "budget": result.budget,
-        "report_budgets": list(result.report_budgets),
-        "settings": result.settings,
-        "summary": [asdict(s) for s in result.summary],
-        "runs": [asdict(r) for r in result.runs],
-        # (O, B) curves, by optimizer
-        "mean_regret": dict(zip(result.optimizers, result.mean_regret().tolist(), strict=True)),
-        "regret_se": dict(zip(result.optimizers, result.regret_se().tolist(), strict=True)),
-        "mean_rank": dict(zip(result.optimizers, result.mean_rank().tolist(), strict=True)),
-    }
-    paths = [out / "results.json", out / "results.md", out / "regret.png", out / "rank.png"]
-    paths[0].write_text(json.dumps(payload, indent=1) + "\n")
-    paths[1].write_text(markdown_table(result))
-    _plot(result, paths[2], regret=True)
-    _plot(result, paths[3], regret=False)
-    return paths
-
-
-def _plot(result: HPOEvalResult, path: Path, *, regret: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(1, result.budget + 1)
-    mean = result.mean_regret() if regret else result.mean_rank()  # (O, B)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for o, opt in enumerate(result.optimizers):
-        if regret:
-            se = result.regret_se()[o]
-            lo = np.maximum(mean[o] - se, _REGRET_FLOOR)
-            hi = np.maximum(mean[o] + se, _REGRET_FLOOR)
-            (line,) = ax.plot(x, np.maximum(mean[o], _REGRET_FLOOR), label=opt)
-            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-        else:
-            ax.plot(x, mean[o], label=opt)
-    if regret:
-        ax.set_yscale("log")
-        ax.set_ylabel(f"mean normalised regret (± s.e.; floor {_REGRET_FLOOR:g})")
-    else:
-        ax.set_ylabel("average rank (1 = best)")
-        ax.set_ylim(0.9, len(result.optimizers) + 0.1)
-    ax.set_xlabel("steps spent")
-    ax.set_title(
-        f"{Path(result.data).name}: {len(result.tables)} table(s) x {result.seeds} seed(s)"
+def assemble_result(
+    *,
+    data: str,
+    tables: tuple[str, ...],
+    seeds: int,
+    budget: int,
+    report_budgets: tuple[int, ...],
+    optimizers: tuple[str, ...],
+    scores: np.ndarray,
+    regret: np.ndarray,
+    runs: list[RunRecord],
+    settings: dict[str, dict[str, Any]],
+) -> HPOEvalResult:
+    """An :class:`HPOEvalResult` from the (O, R, B) incumbent ``scores`` and ``regret`` of
+    its runs (R = tables x seeds, table-major): the ranks among the O optimizers and the summary
+    at each of ``report_budgets`` (sorted, the last being ``budget``) are worked out here. Used
+    by :func:`evaluate_hpo` and by :mod:`bo.hpo_report` (loading and merging results)."""
+    rank = np.stack(  # (O, R, B): ranked per run, among the optimizers
+        [rank_optimizers(scores[:, r]) for r in range(scores.shape[1])], axis=1
     )
-    ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    summary = [
+        HPOSummary(
+            optimizer=name,
+            budget=b,
+            regret=float(regret[o, :, b - 1].mean()),
+            regret_se=standard_error(regret[o, :, b - 1]),
+            rank=float(rank[o, :, b - 1].mean()),
+            n_runs=regret.shape[1],
+        )
+        for o, name in enumerate(optimizers)
+        for b in report_budgets
+    ]
+    return HPOEvalResult(
+        data=data,
+        tables=tables,
+        optimizers=optimizers,
+        seeds=seeds,
+        budget=budget,
+        report_budgets=report_budgets,
+        regret=regret,
+        rank=rank,
+        scores=scores,
+        runs=runs,
+        summary=summary,
+        settings=settings,
+    )

@@ -1,8 +1,9 @@
 """Paired comparison of two simulated-HPO results (``curvepfn evaluate hpo-compare``).
 
 Two runs of ``curvepfn evaluate hpo`` on the same tables and seeds (e.g. two settings of the
-optimiser) are compared run by run: for each (table, seed), the final normalised regret of one
-optimizer in result B minus that of one optimizer in result A. Pairing removes the spread between
+optimiser) are compared run by run: for each (table, seed), the normalised regret of one optimizer
+in result B minus that of one optimizer in result A, after the whole budget or (from the curves a
+result stores, :mod:`bo.hpo_report`) after any number of steps. Pairing removes the spread between
 tables, which dominates the standard errors of the means in ``results.md``; the same function
 compares two optimizers of one result (A = B).
 
@@ -20,16 +21,17 @@ import numpy as np
 
 from pfn.evaluate import standard_error
 
-__all__ = ["PairedComparison", "compare_final_regret", "load_final_regrets"]
+__all__ = ["PairedComparison", "compare_regret", "load_regrets"]
 
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Final normalised regret of ``optimizer_b`` in B minus that of ``optimizer_a`` in A, paired
-    by (table, seed): negative means B is better."""
+    """Normalised regret of ``optimizer_b`` in B minus that of ``optimizer_a`` in A after
+    ``budget`` steps, paired by (table, seed): negative means B is better."""
 
     optimizer_a: str
     optimizer_b: str
+    budget: int | None  # steps spent (None: the whole budget of results that do not say it)
     n_runs: int  # R
     mean: float  # mean of the R differences
     se: float  # its standard error (0 for one run)
@@ -60,46 +62,64 @@ def _payload(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return path, payload
 
 
-def load_final_regrets(path: str | Path, optimizer: str) -> dict[tuple[str, int], float]:
-    """``{(table, seed): final regret}`` of ``optimizer`` in a ``results.json`` written by
-    ``curvepfn evaluate hpo`` (``path`` may be the file or its folder).
+def load_regrets(
+    path: str | Path, optimizer: str, budget: int | None = None
+) -> dict[tuple[str, int], float]:
+    """``{(table, seed): regret after budget steps}`` of ``optimizer`` in a result of
+    ``curvepfn evaluate hpo`` (``path``: its folder or its ``results.json``).
+
+    Args:
+        budget: steps spent; None: the whole budget of the result (read from ``results.json``
+            alone, so results written before the curves were stored work too).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not such a result, or ``optimizer`` is not in it.
+        ValueError: the file is not such a result, ``optimizer`` is not in it, ``budget`` lies
+            outside ``1 .. its budget``, or an earlier budget is asked of a result without curves.
     """
-    return _final_regrets(*_payload(path), optimizer)
+    return _regrets(*_payload(path), optimizer, budget)
 
 
-def _final_regrets(
-    path: Path, payload: dict[str, Any], optimizer: str
+def _regrets(
+    path: Path, payload: dict[str, Any], optimizer: str, budget: int | None
 ) -> dict[tuple[str, int], float]:
-    """:func:`load_final_regrets` of a parsed ``payload`` (``path`` names it in errors)."""
-    regrets = {
-        (run["table"], int(run["seed"])): float(run["final_regret"])
-        for run in payload["runs"]
-        if run["optimizer"] == optimizer
-    }
-    if not regrets:
-        found = sorted({run["optimizer"] for run in payload["runs"]})
+    """:func:`load_regrets` of a parsed ``payload`` (``path`` names it in errors)."""
+    found = sorted({run["optimizer"] for run in payload["runs"]})
+    if optimizer not in found:
         raise ValueError(f"{path} has no runs of optimizer {optimizer!r} (it has {found})")
-    return regrets
+    total = payload.get("budget")
+    if budget is None or budget == total:
+        return {
+            (run["table"], int(run["seed"])): float(run["final_regret"])
+            for run in payload["runs"]
+            if run["optimizer"] == optimizer
+        }
+    if total is None or not 1 <= budget <= total:
+        raise ValueError(f"budget must lie in 1 .. {total} (the budget of {path}), got {budget}")
+    from bo.hpo_report import load_result
+
+    result = load_result(path)
+    o = result.optimizers.index(optimizer)
+    keys = [(t, s) for t in result.tables for s in range(result.seeds)]
+    return {k: float(result.regret[o, r, budget - 1]) for r, k in enumerate(keys)}
 
 
-def compare_final_regret(
+def compare_regret(
     a: str | Path,
     b: str | Path,
     *,
     optimizer_a: str = "freeze-thaw",
     optimizer_b: str | None = None,
+    budget: int | None = None,
 ) -> PairedComparison:
     """Pair ``optimizer_b`` (default: ``optimizer_a``) in result ``b`` with ``optimizer_a`` in
-    result ``a`` by (table, seed).
+    result ``a`` by (table, seed), after ``budget`` steps (None: the whole budget).
 
     Raises:
         ValueError: the two results do not hold the same (table, seed) runs, were simulated with
             different budgets or on files of different names (a paired comparison of different
-            runs would be silently wrong), or an optimizer is missing.
+            runs would be silently wrong), an optimizer is missing, or ``budget`` cannot be read
+            (see :func:`load_regrets`).
     """
     optimizer_b = optimizer_a if optimizer_b is None else optimizer_b
     (path_a, pa), (path_b, pb) = _payload(a), _payload(b)
@@ -109,8 +129,8 @@ def compare_final_regret(
             va, vb = Path(va).name, Path(vb).name
         if va != vb:
             raise ValueError(f"{path_a} has {key} {va!r}, {path_b} has {vb!r}: not comparable")
-    ra = _final_regrets(path_a, pa, optimizer_a)
-    rb = _final_regrets(path_b, pb, optimizer_b)
+    ra = _regrets(path_a, pa, optimizer_a, budget)
+    rb = _regrets(path_b, pb, optimizer_b, budget)
     if ra.keys() != rb.keys():
         only_a, only_b = sorted(ra.keys() - rb.keys()), sorted(rb.keys() - ra.keys())
         raise ValueError(
@@ -122,6 +142,7 @@ def compare_final_regret(
     return PairedComparison(
         optimizer_a=optimizer_a,
         optimizer_b=optimizer_b,
+        budget=pa.get("budget") if budget is None else budget,
         n_runs=int(diff.size),
         mean=float(diff.mean()),
         se=standard_error(diff),

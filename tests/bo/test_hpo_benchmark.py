@@ -373,7 +373,7 @@ def test_cli_writes_the_report(curve_file, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| hyperband |" in printed and "regret @100" in printed and "**" in printed
     assert "wrote" in printed
-    for name in ("results.json", "results.md", "regret.png", "rank.png"):
+    for name in ("results.json", "curves.npz", "results.md", "regret.png", "rank.png"):
         assert (out / name).stat().st_size > 100
     payload = json.loads((out / "results.json").read_text())
     assert payload["optimizers"] == ["random", "hyperband", "asha"]
