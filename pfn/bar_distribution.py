@@ -428,6 +428,7 @@ class BarDistribution(nn.Module):
         Returns:
             (...) float32 in [0, 1]; 1 below ``b_0``, 0 above ``b_K``.
         """
+        logits = self._check_logits(logits)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the shares above it are one (K,)
             # vector, worked out in float64 so that a threshold a hair below a border (or below
@@ -453,6 +454,7 @@ class BarDistribution(nn.Module):
         Returns:
             (...) float32, >= 0.
         """
+        logits = self._check_logits(logits)
         if isinstance(threshold, float) or (isinstance(threshold, Tensor) and threshold.ndim == 0):
             # One threshold for all (the acquisition's case): the per-bucket integrals are one
             # (K,) vector instead of (..., K) temporaries.
