@@ -142,7 +142,9 @@ def _register_hpo(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="RESULT[:OPTIMIZERS]",
         help="a result folder (or its results.json), optionally with the comma-separated "
-        "optimizers to take from it, e.g. hpo_new:freeze-thaw hpo_base:random,hyperband,asha",
+        "optimizers to take from it, e.g. hpo_new:freeze-thaw hpo_base:random,hyperband,asha; "
+        "NAME=LABEL renames one (hpo_pool1:freeze-thaw=ft-pool1), so that two settings of one "
+        "optimizer fit in one report",
     )
     pfn_cli.add_out_dir(merge, "hpo_merged")
     merge.set_defaults(func=_merge_hpo)
@@ -209,12 +211,17 @@ def _merge_hpo(args: argparse.Namespace) -> int:
 
     parts = []
     for text in args.results:
-        path, names = text, None
-        if not Path(text).exists() and ":" in text:  # RESULT:OPTIMIZERS
+        path, names, labels = text, None, None
+        if not Path(text).exists() and ":" in text:  # RESULT:OPTIMIZERS, each NAME or NAME=LABEL
             path, chosen = text.rsplit(":", 1)
-            names = pfn_cli.name_list(chosen)
+            try:
+                items = pfn_cli.name_list(chosen)
+            except argparse.ArgumentTypeError as err:
+                raise ValueError(f"{text}: {err}") from err
+            names = [item.split("=", 1)[0].strip() for item in items]
+            labels = [item.split("=", 1)[-1].strip() for item in items]
         result = load_result(path)
-        parts.append(result if names is None else select(result, names))
+        parts.append(result if names is None else select(result, names, labels))
     merged = merge_results(parts)
     pfn_cli.check_out_dir(args.out, overwrite=args.overwrite)
     paths = write_hpo_report(merged, args.out)

@@ -19,8 +19,9 @@ steps.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,13 +132,19 @@ def load_result(path: str | Path) -> HPOEvalResult:
     ``results.json``). The ranks and the summary are worked out again from the curves.
 
     Raises:
-        FileNotFoundError: no ``results.json`` there.
+        FileNotFoundError: no such folder or file, or no ``results.json`` in the folder.
         ValueError: the file is not such a result, or it has no ``curves.npz`` beside it (results
             written before 2026-12-07: only their final regrets can be read,
-            :func:`bo.hpo_compare.load_regrets`), or the two files disagree.
+            :func:`bo.hpo_compare.load_regrets`), or the curves are unreadable or disagree with
+            ``results.json`` (other shapes, other final regrets, runs missing).
     """
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
+    if path.is_dir():
+        folder = path
+    elif path.is_file():
+        folder = path.parent
+    else:
+        raise FileNotFoundError(f"no result at {path}: give its folder or its results.json")
     payload = json.loads((folder / "results.json").read_text())
     keys = ("data", "tables", "optimizers", "seeds", "budget", "report_budgets", "runs")
     if not isinstance(payload, dict) or any(k not in payload for k in keys):
@@ -148,25 +155,33 @@ def load_result(path: str | Path) -> HPOEvalResult:
             "final regrets can be compared (`curvepfn evaluate hpo-compare` without --budget); "
             "run `curvepfn evaluate hpo` again to merge it or compare it at other budgets"
         )
-    with np.load(folder / CURVES_FILE, allow_pickle=False) as curves:
-        scores, regret = curves["scores"], curves["regret"]
+    try:
+        with np.load(folder / CURVES_FILE, allow_pickle=False) as curves:
+            scores, regret = curves["scores"], curves["regret"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{folder / CURVES_FILE} is unreadable: {err}") from err
     optimizers, tables = tuple(payload["optimizers"]), tuple(payload["tables"])
-    shape = (len(optimizers), len(tables) * int(payload["seeds"]), int(payload["budget"]))
+    seeds, budget = int(payload["seeds"]), int(payload["budget"])
+    shape = (len(optimizers), len(tables) * seeds, budget)
     if scores.shape != shape or regret.shape != shape:
         raise ValueError(
             f"{folder / CURVES_FILE} holds curves of shape {scores.shape} and {regret.shape}, "
             f"results.json describes {shape} (optimizers, runs, steps)"
         )
+    report_budgets = tuple(int(b) for b in payload["report_budgets"])
+    if not all(1 <= b <= budget for b in report_budgets):
+        raise ValueError(f"report budgets {report_budgets} must lie in 1 .. {budget}")
     try:
         runs = [RunRecord(**run) for run in payload["runs"]]
     except TypeError as err:
         raise ValueError(f"{folder / 'results.json'} has run records of another format") from err
+    _check_runs(folder, runs, optimizers, tables, seeds, regret)
     return assemble_result(
         data=payload["data"],
         tables=tables,
-        seeds=int(payload["seeds"]),
-        budget=int(payload["budget"]),
-        report_budgets=tuple(int(b) for b in payload["report_budgets"]),
+        seeds=seeds,
+        budget=budget,
+        report_budgets=report_budgets,
         optimizers=optimizers,
         scores=scores,
         regret=regret,
@@ -175,11 +190,41 @@ def load_result(path: str | Path) -> HPOEvalResult:
     )
 
 
-def select(result: HPOEvalResult, optimizers: Sequence[str]) -> HPOEvalResult:
-    """The result of some of its optimizers, in the order given, ranked among themselves.
+def _check_runs(
+    folder: Path,
+    runs: Sequence[RunRecord],
+    optimizers: Sequence[str],
+    tables: Sequence[str],
+    seeds: int,
+    regret: np.ndarray,
+) -> None:
+    """Every (optimizer, table, seed) has one record, whose final regret is the last step of its
+    curve in ``regret`` (O, R, B): else the two files are not of one result (a curves.npz left
+    from another run, say)."""
+    final = {(r.optimizer, r.table, r.seed): r.final_regret for r in runs}
+    for o, name in enumerate(optimizers):
+        for r, (table, seed) in enumerate((t, s) for t in tables for s in range(seeds)):
+            value = final.get((name, table, seed))
+            if value is None or not np.isclose(value, regret[o, r, -1], rtol=0, atol=1e-12):
+                what = "no record" if value is None else f"final regret {value}"
+                raise ValueError(
+                    f"{folder}: results.json has {what} for {name} on {table} seed {seed}, "
+                    f"{CURVES_FILE} ends at {regret[o, r, -1]}: the files are not of one result"
+                )
+    if len(final) != len(runs) or len(runs) != len(optimizers) * len(tables) * seeds:
+        raise ValueError(f"{folder}: results.json holds runs of other optimizers or seeds")
+
+
+def select(
+    result: HPOEvalResult, optimizers: Sequence[str], labels: Sequence[str] | None = None
+) -> HPOEvalResult:
+    """The result of some of its optimizers, in the order given, ranked among themselves, and
+    renamed to ``labels`` if given (e.g. ``freeze-thaw`` -> ``ft-pool1``, so that two settings of
+    one optimizer can be merged).
 
     Raises:
-        ValueError: an optimizer is not in the result, or none or one twice is given.
+        ValueError: an optimizer is not in the result, none or one twice is given, or the labels
+            are not one distinct name per optimizer.
     """
     missing = [name for name in optimizers if name not in result.optimizers]
     if missing or not optimizers or len(set(optimizers)) != len(optimizers):
@@ -187,18 +232,26 @@ def select(result: HPOEvalResult, optimizers: Sequence[str]) -> HPOEvalResult:
             f"choose optimizers of the result, each once: got {list(optimizers)}, the result "
             f"has {list(result.optimizers)}"
         )
+    labels = list(optimizers) if labels is None else list(labels)
+    if len(labels) != len(optimizers) or len(set(labels)) != len(labels) or not all(labels):
+        raise ValueError(f"give one distinct label per optimizer: {list(optimizers)} -> {labels}")
+    label_of = dict(zip(optimizers, labels, strict=True))
     index = [result.optimizers.index(name) for name in optimizers]
+    runs = [
+        replace(run, optimizer=label_of[run.optimizer])
+        for run in _runs_in_order(result.runs, optimizers)
+    ]
     return assemble_result(
         data=result.data,
         tables=result.tables,
         seeds=result.seeds,
         budget=result.budget,
         report_budgets=result.report_budgets,
-        optimizers=tuple(optimizers),
+        optimizers=tuple(labels),
         scores=result.scores[index],
         regret=result.regret[index],
-        runs=_runs_in_order(result.runs, optimizers),
-        settings={name: result.settings[name] for name in optimizers if name in result.settings},
+        runs=runs,
+        settings={label_of[n]: result.settings[n] for n in optimizers if n in result.settings},
     )
 
 
@@ -228,7 +281,8 @@ def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
     if twice:
         raise ValueError(
             f"optimizer(s) {', '.join(twice)} in more than one result: pick one result's with "
-            "RESULT:OPTIMIZERS (e.g. hpo_new:freeze-thaw hpo_base:random,hyperband,asha)"
+            "RESULT:OPTIMIZERS (e.g. hpo_new:freeze-thaw hpo_base:random,hyperband,asha), or "
+            "rename one with RESULT:NAME=LABEL (e.g. hpo_pool1:freeze-thaw=ft-pool1)"
         )
     order = [
         np.array([r.tables.index(t) * r.seeds + s for t in first.tables for s in range(r.seeds)])

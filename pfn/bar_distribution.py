@@ -272,25 +272,27 @@ class BarDistribution(nn.Module):
         return v.expand(shape)
 
     def _expect(self, logits: Tensor, vec: Tensor) -> Tensor:
-        """``sum_k p_k vec_k``: (..., K) logits and a (K,) vector of non-negative per-bucket
-        values -> (...) float32, without building the (..., K) probabilities.
+        """``sum_k p_k vec_k``: (..., K) logits and a (K,) vector of per-bucket values -> (...)
+        float32, without building the (..., K) probabilities.
 
-        Worked out in blocks of :data:`_EXPECT_ROWS` rows, each as ``sum_k e_k vec_k / sum_k e_k``
-        with ``e = exp(logits - max)``: for the thousands of candidates of one optimiser decision
-        the (M, K) softmax and product were fresh multi-megabyte temporaries, and their page faults
-        cost more than the arithmetic. Every term is non-negative, so small tails keep their
-        relative precision, as with the softmax. (A product and a sum rather than a
-        matrix-vector product, which autocast would run in half precision.)
+        Worked out as ``sum_k e_k vec_k / sum_k e_k`` with ``e = exp(logits - max)``, on a CPU
+        in blocks of :data:`_EXPECT_ROWS` rows: for the thousands of candidates of one optimiser
+        decision the (M, K) softmax and product were fresh multi-megabyte temporaries, and their
+        page faults cost more than the arithmetic (a GPU takes all rows at once). With a
+        non-negative ``vec`` (PI's shares, EI's improvements) every term is non-negative, so
+        small tails keep their relative precision, as with the softmax. (A product and a sum
+        rather than a matrix-vector product, which autocast would run in half precision.)
         """
         flat = self._check_logits(logits)
         shape = flat.shape[:-1]
         flat = flat.reshape(-1, self.n_buckets)
         vec = vec.to(flat.dtype)
         out = flat.new_empty(flat.shape[0])
-        for start in range(0, flat.shape[0], _EXPECT_ROWS):
-            block = flat[start : start + _EXPECT_ROWS]  # (R, K)
+        rows = _EXPECT_ROWS if flat.device.type == "cpu" else max(1, flat.shape[0])
+        for start in range(0, flat.shape[0], rows):
+            block = flat[start : start + rows]  # (R, K)
             e = (block - block.amax(-1, keepdim=True)).exp_()
-            out[start : start + _EXPECT_ROWS] = (e * vec).sum(-1) / e.sum(-1)
+            out[start : start + rows] = (e * vec).sum(-1) / e.sum(-1)
         return out.reshape(shape)
 
     def _mass_below(self, probs: Tensor, y: Tensor) -> Tensor:

@@ -109,7 +109,20 @@ def test_merge_refuses_other_runs_and_names_given_twice(curve_file, together):
         merge_results([])
 
 
-def test_load_refuses_results_without_curves_or_of_another_shape(together, tmp_path):
+def test_labels_rename_so_that_two_settings_of_one_optimizer_merge(curve_file, together):
+    pool = select(together, ["rows0"], ["ft-a"])
+    other = select(_run(curve_file, [TrainRow(0)]), ["rows0"], ["ft-b"])
+    merged = merge_results([pool, other])
+    assert merged.optimizers == ("ft-a", "ft-b")
+    assert {r.optimizer for r in merged.runs} == {"ft-a", "ft-b"}
+    assert set(merged.settings) <= {"ft-a", "ft-b"}
+    np.testing.assert_array_equal(merged.regret[0], merged.regret[1])  # the same optimizer
+    np.testing.assert_array_equal(merged.rank, 1.5)  # tied everywhere
+    with pytest.raises(ValueError, match="one distinct label per optimizer"):
+        select(together, ["rows0", "rows3"], ["x", "x"])
+
+
+def test_load_refuses_results_without_curves_or_of_another_shape(together, tmp_path, monkeypatch):
     write_hpo_report(together, tmp_path / "r")
     (tmp_path / "r" / "curves.npz").unlink()
     with pytest.raises(ValueError, match="no curves.npz.*without --budget"):
@@ -124,6 +137,32 @@ def test_load_refuses_results_without_curves_or_of_another_shape(together, tmp_p
         load_result(tmp_path / "t")
     with pytest.raises(FileNotFoundError):
         load_result(tmp_path / "nothing")
+    monkeypatch.chdir(tmp_path / "s")  # a mistyped folder beside a result is not that result
+    with pytest.raises(FileNotFoundError, match="no result at"):
+        load_result("no_such_folder")
+
+
+def test_load_refuses_curves_of_another_run_or_unreadable(together, tmp_path):
+    write_hpo_report(together, tmp_path / "r")
+    swapped = dict(scores=together.scores[::-1], regret=together.regret[::-1])  # same shape
+    np.savez(tmp_path / "r" / "curves.npz", **swapped)
+    with pytest.raises(ValueError, match="not of one result"):
+        load_result(tmp_path / "r")
+    np.savez(tmp_path / "r" / "curves.npz", scores=together.scores)
+    with pytest.raises(ValueError, match="unreadable"):
+        load_result(tmp_path / "r")
+    (tmp_path / "r" / "curves.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="unreadable"):
+        load_result(tmp_path / "r")
+    write_hpo_report(together, tmp_path / "q")
+    payload = json.loads((tmp_path / "q" / "results.json").read_text())
+    (tmp_path / "q" / "results.json").write_text(json.dumps({**payload, "report_budgets": [99]}))
+    with pytest.raises(ValueError, match="report budgets"):
+        load_result(tmp_path / "q")
+    runs = payload["runs"][:-1]  # a run's record lost
+    (tmp_path / "q" / "results.json").write_text(json.dumps({**payload, "runs": runs}))
+    with pytest.raises(ValueError, match="no record"):
+        load_result(tmp_path / "q")
 
 
 def test_regrets_at_an_earlier_budget_come_from_the_curves(together, tmp_path):
@@ -169,6 +208,13 @@ def test_cli_merges_chosen_optimizers_and_compares_at_a_budget(
     assert "already holds a result" in capsys.readouterr().err
     assert main(["evaluate", "hpo-merge", str(tmp_path / "base"), str(tmp_path / "new")]) == 2
     assert "in more than one result" in capsys.readouterr().err
+    for bad in ("base:", "base:random,random"):
+        assert main(["evaluate", "hpo-merge", str(tmp_path / bad), "--out", str(out)]) == 2
+        assert f"{bad}: " in capsys.readouterr().err
+    labelled = [f"{tmp_path / 'new'}:rows0=new-rows0", f"{tmp_path / 'base'}:rows0"]
+    assert main(["evaluate", "hpo-merge", *labelled, "--out", str(tmp_path / "two")]) == 0
+    assert "| new-rows0 |" in capsys.readouterr().out
+    assert load_result(tmp_path / "two").optimizers == ("new-rows0", "rows0")
     compare = ["evaluate", "hpo-compare", str(tmp_path / "base"), str(out), "--optimizer", "random"]
     compare += ["--against", "rows3"]
     assert main(compare + ["--budget", "10"]) == 0

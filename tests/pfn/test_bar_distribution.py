@@ -257,6 +257,9 @@ def test_one_threshold_paths_over_many_blocks_of_rows(atoms):
         torch.testing.assert_close(dist.ei(logits, t), dist.ei(logits, rows), atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(dist.mean(logits), (probs * dist.centers).sum(-1))
     assert dist.mean(logits[:0]).shape == (0, logits.shape[1])
+    for f in (dist.pi, dist.ei):  # empty and 1-D logits keep their shapes
+        assert f(logits[:0], 0.5).shape == (0, logits.shape[1])
+        torch.testing.assert_close(f(logits[1, 2], 0.5), f(logits, 0.5)[1, 2])
     for f in (dist.pi, dist.ei):  # not a tensor: the logits' check speaks first
         with pytest.raises(ValueError, match="floating-point Tensor"):
             f([[0.0] * 40], 0.5)
