@@ -45,6 +45,7 @@ from scipy.stats import rankdata
 
 from bo.acquisition import DEFAULT_ACQUISITION
 from bo.freeze_thaw import FreezeThawConfig
+from pfn.checkpoint import file_sha256
 from pfn.curve_table import CurveTable, read_curve_tables
 from pfn.evaluate import standard_error
 from pfn.scaling import MetricScaler
@@ -606,6 +607,7 @@ class HPOEvalResult:
     runs: list[RunRecord]
     summary: list[HPOSummary]
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # optimizer -> settings
+    data_sha256: str | None = None  # of the curve file (None: results written before 2026-12-07)
 
     def mean_regret(self) -> np.ndarray:
         """(O, B) mean normalised regret over runs."""
@@ -786,6 +788,7 @@ def evaluate_hpo(
         regret=np.stack([res[1] for res in results], axis=1),
         runs=[record for res in results for record in res[2]],
         settings={o.name: o.settings() for o in opts},
+        data_sha256=file_sha256(path),
     )
 
 
@@ -801,6 +804,7 @@ def assemble_result(
     regret: np.ndarray,
     runs: list[RunRecord],
     settings: dict[str, dict[str, Any]],
+    data_sha256: str | None = None,
 ) -> HPOEvalResult:
     """An :class:`HPOEvalResult` from the (O, R, B) incumbent ``scores`` and ``regret`` of
     its runs (R = tables x seeds, table-major): the ranks among the O optimizers and the summary
@@ -834,4 +838,5 @@ def assemble_result(
         runs=runs,
         summary=summary,
         settings=settings,
+        data_sha256=data_sha256,
     )

@@ -117,9 +117,9 @@ def compare_regret(
 
     Raises:
         ValueError: the two results do not hold the same (table, seed) runs, were simulated with
-            different budgets or on files of different names (a paired comparison of different
-            runs would be silently wrong), an optimizer is missing, or ``budget`` cannot be read
-            (see :func:`load_regrets`).
+            different budgets or on files of different names or contents (a paired comparison of
+            different runs would be silently wrong), an optimizer is missing, or ``budget``
+            cannot be read (see :func:`load_regrets`).
     """
     optimizer_b = optimizer_a if optimizer_b is None else optimizer_b
     (path_a, pa), (path_b, pb) = _payload(a), _payload(b)
@@ -129,6 +129,12 @@ def compare_regret(
             va, vb = Path(va).name, Path(vb).name
         if va != vb:
             raise ValueError(f"{path_a} has {key} {va!r}, {path_b} has {vb!r}: not comparable")
+    sha_a, sha_b = pa.get("data_sha256"), pb.get("data_sha256")
+    if sha_a and sha_b and sha_a != sha_b:
+        raise ValueError(
+            f"{path_a} and {path_b} were simulated on curve files of other contents (sha256 "
+            f"{sha_a[:12]}… and {sha_b[:12]}…): not comparable"
+        )
     ra = _regrets(path_a, pa, optimizer_a, budget)
     rb = _regrets(path_b, pb, optimizer_b, budget)
     if ra.keys() != rb.keys():

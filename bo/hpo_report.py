@@ -71,6 +71,7 @@ def write_hpo_report(result: HPOEvalResult, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     payload = {
         "data": result.data,
+        "data_sha256": result.data_sha256,
         "tables": list(result.tables),
         "optimizers": list(result.optimizers),
         "seeds": result.seeds,
@@ -187,6 +188,7 @@ def load_result(path: str | Path) -> HPOEvalResult:
         regret=regret,
         runs=runs,
         settings=payload.get("settings", {}),
+        data_sha256=payload.get("data_sha256"),
     )
 
 
@@ -252,12 +254,14 @@ def select(
         regret=result.regret[index],
         runs=runs,
         settings={label_of[n]: result.settings[n] for n in optimizers if n in result.settings},
+        data_sha256=result.data_sha256,
     )
 
 
 def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
     """One result of the optimizers of several results on the same tables, seeds and budget
-    (and a curve file of the same name), ranked among all of them; the report budgets are those
+    (and a curve file of the same name and, where both recorded it, the same sha256), ranked
+    among all of them; the report budgets are those
     of every part. Pick optimizers first with :func:`select` where two results share one.
 
     Raises:
@@ -276,6 +280,13 @@ def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
         ):
             if a != b:
                 raise ValueError(f"cannot merge results of other {what}: {a!r} and {b!r}")
+        if None not in (first.data_sha256, other.data_sha256) and (
+            first.data_sha256 != other.data_sha256
+        ):
+            raise ValueError(
+                f"cannot merge results of other curve file contents: {Path(first.data).name} "
+                "has another sha256 in each"
+            )
     names = [name for r in results for name in r.optimizers]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -302,6 +313,7 @@ def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
         regret=np.concatenate([r.regret[:, idx] for r, idx in zip(results, order, strict=True)]),
         runs=_runs_in_order([run for r in results for run in r.runs], names, first.tables),
         settings=settings,
+        data_sha256=next((r.data_sha256 for r in results if r.data_sha256), None),
     )
 
 

@@ -54,7 +54,8 @@ class Checkpoint:
     training: dict = field(default_factory=dict)  # free-form training summary
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as hex (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -100,7 +101,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> tuple[Path, Path]:
     tensors[CARD_DIGEST_KEY] = torch.tensor(list(_card_digest(meta)), dtype=torch.uint8)
     tmp_weights, tmp_card = (p.with_name(f".{p.name}.tmp") for p in (weights, card))
     torch.save(tensors, tmp_weights)
-    meta["sha256"] = _sha256(tmp_weights)
+    meta["sha256"] = file_sha256(tmp_weights)
     tmp_card.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_weights, weights)
     os.replace(tmp_card, card)
@@ -130,7 +131,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{card}: checkpoint format_version {version!r} is not supported "
             f"(this curvepfn reads versions {', '.join(map(str, _READABLE))})"
         )
-    actual = _sha256(weights)
+    actual = file_sha256(weights)
     if actual != meta.get("sha256"):
         raise ValueError(
             f"{weights}: sha256 {actual} does not match {meta.get('sha256')} recorded in {card}; "

@@ -65,6 +65,11 @@ def test_refuses_other_budgets_or_files_and_names_other_settings(tmp_path, capsy
            settings={"freeze-thaw": base})  # fmt: skip
     _write(tmp_path / "s8", regrets, budget=1000, data="x.h5",
            settings={"freeze-thaw": {**base, "n_candidates": 8}})  # fmt: skip
+    _write(tmp_path / "sha1", regrets, budget=1000, data="x.h5", data_sha256="a" * 64)
+    _write(tmp_path / "sha2", regrets, budget=1000, data="x.h5", data_sha256="b" * 64)
+    with pytest.raises(ValueError, match="other contents"):
+        compare_regret(tmp_path / "sha1", tmp_path / "sha2")
+    assert compare_regret(tmp_path / "sha1", tmp_path / "a").n_runs == 4  # one side unknown
     out = compare_regret(tmp_path / "s1", tmp_path / "s8")  # same file name: comparable
     assert out.differing_settings == {"n_candidates": (1, 8)}
     assert compare_regret(tmp_path / "a", tmp_path / "s8").differing_settings == {

@@ -12,6 +12,7 @@ from bo.cli import main
 from bo.hpo_benchmark import RandomSearch, TabularOptimizer, evaluate_hpo
 from bo.hpo_compare import compare_regret, load_regrets
 from bo.hpo_report import load_result, merge_results, select, write_hpo_report
+from pfn.checkpoint import file_sha256
 
 
 class TrainRow(TabularOptimizer):
@@ -64,13 +65,14 @@ def together(curve_file):
     return _run(curve_file, [RandomSearch(), TrainRow(0), TrainRow(3)])
 
 
-def test_a_written_result_loads_back(together, tmp_path):
+def test_a_written_result_loads_back(curve_file, together, tmp_path):
     paths = write_hpo_report(together, tmp_path / "r")
     assert [p.name for p in paths] == [
         "results.json", "curves.npz", "results.md", "regret.png", "rank.png"
     ]  # fmt: skip
     loaded = load_result(tmp_path / "r")
     _same(loaded, together)
+    assert loaded.data_sha256 == together.data_sha256 == file_sha256(curve_file)
     _same(load_result(tmp_path / "r" / "results.json"), together)
 
 
@@ -107,6 +109,12 @@ def test_merge_refuses_other_runs_and_names_given_twice(curve_file, together):
             merge_results([together, other])
     with pytest.raises(ValueError, match="at least one"):
         merge_results([])
+    # a curve file of the same name but other contents (regenerated, say)
+    other = dataclasses.replace(_run(curve_file, [TrainRow(5)]), data_sha256="0" * 64)
+    with pytest.raises(ValueError, match="other curve file contents"):
+        merge_results([together, other])
+    older = dataclasses.replace(other, data_sha256=None)  # written before it was recorded
+    assert merge_results([together, older]).data_sha256 == together.data_sha256
 
 
 def test_labels_rename_so_that_two_settings_of_one_optimizer_merge(curve_file, together):
