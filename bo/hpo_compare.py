@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bo.hpo_report import load_result
 from pfn.evaluate import standard_error
 
 __all__ = ["PairedComparison", "compare_regret", "load_regrets"]
@@ -96,8 +97,6 @@ def _regrets(
         }
     if total is None or not 1 <= budget <= total:
         raise ValueError(f"budget must lie in 1 .. {total} (the budget of {path}), got {budget}")
-    from bo.hpo_report import load_result
-
     result = load_result(path)
     o = result.optimizers.index(optimizer)
     keys = [(t, s) for t in result.tables for s in range(result.seeds)]

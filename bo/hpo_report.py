@@ -241,7 +241,7 @@ def select(
     index = [result.optimizers.index(name) for name in optimizers]
     runs = [
         replace(run, optimizer=label_of[run.optimizer])
-        for run in _runs_in_order(result.runs, optimizers)
+        for run in _runs_in_order(result.runs, optimizers, result.tables)
     ]
     return assemble_result(
         data=result.data,
@@ -318,13 +318,10 @@ def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
 
 
 def _runs_in_order(
-    runs: Sequence[RunRecord], optimizers: Sequence[str], tables: Sequence[str] | None = None
+    runs: Sequence[RunRecord], optimizers: Sequence[str], tables: Sequence[str]
 ) -> list[RunRecord]:
-    """The records of ``optimizers`` ordered as :class:`HPOEvalResult` keeps them: by table
-    (in the order of ``tables``, default: as they come), then seed, then optimizer."""
-    by_key = {(r.table, r.seed, r.optimizer): r for r in runs if r.optimizer in optimizers}
-    tables = list(dict.fromkeys(r.table for r in runs)) if tables is None else list(tables)
+    """The records of ``optimizers`` ordered as :class:`HPOEvalResult` keeps them: by table (in
+    the order of ``tables``), then seed, then optimizer."""
+    by_key = {(r.table, r.seed, r.optimizer): r for r in runs}
     seeds = sorted({r.seed for r in runs})
-    return [
-        by_key[(t, s, o)] for t in tables for s in seeds for o in optimizers if (t, s, o) in by_key
-    ]
+    return [by_key[(t, s, o)] for t in tables for s in seeds for o in optimizers]
