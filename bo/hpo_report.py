@@ -280,13 +280,12 @@ def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
         ):
             if a != b:
                 raise ValueError(f"cannot merge results of other {what}: {a!r} and {b!r}")
-        if None not in (first.data_sha256, other.data_sha256) and (
-            first.data_sha256 != other.data_sha256
-        ):
-            raise ValueError(
-                f"cannot merge results of other curve file contents: {Path(first.data).name} "
-                "has another sha256 in each"
-            )
+    hashes = {r.data_sha256 for r in results} - {None}  # None: written before it was recorded
+    if len(hashes) > 1:
+        raise ValueError(
+            f"cannot merge results of other curve file contents: {Path(first.data).name} has "
+            f"{len(hashes)} different sha256 among them"
+        )
     names = [name for r in results for name in r.optimizers]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -313,7 +312,7 @@ def merge_results(results: Sequence[HPOEvalResult]) -> HPOEvalResult:
         regret=np.concatenate([r.regret[:, idx] for r, idx in zip(results, order, strict=True)]),
         runs=_runs_in_order([run for r in results for run in r.runs], names, first.tables),
         settings=settings,
-        data_sha256=next((r.data_sha256 for r in results if r.data_sha256), None),
+        data_sha256=next(iter(hashes), None),
     )
 
 
