@@ -64,6 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "e.g. checkpoints/default",
     )
     pre.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    pre.add_argument(
+        "--batch-size", type=int, default=None, help="override the tasks per step (and device)"
+    )
+    pre.add_argument(
+        "--time-budget",
+        type=_duration,
+        default=None,
+        metavar="TIME",
+        help="fit the run to this wall time (e.g. 600, 90s, 8m, 2h): a few steps are timed, "
+        "then --max-steps becomes the steps that fit (at most --max-steps, when given)",
+    )
     pre.add_argument("--devices", type=int, default=1, help="devices to train on (DDP if > 1)")
     pre.add_argument("--out", default=None, help="output folder (default: runs/pretrain-CONFIG)")
     pre.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -260,6 +271,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     config = train.train_config(args.config)
     if args.max_steps is not None:
         config = replace(config, max_steps=args.max_steps)
+    elif args.time_budget is not None:  # the budget alone sets the length
+        config = replace(config, max_steps=_UNCAPPED_STEPS)
+    if args.batch_size is not None:
+        config = replace(config, batch_size=args.batch_size)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
     if args.data is not None:
@@ -276,7 +291,17 @@ def _pretrain(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         resume=not args.no_resume,
         stop_at=args.stop_at,
+        time_budget_s=args.time_budget,
     )
+    if (plan := result.time_plan) is not None:
+        print(
+            f"time budget {plan.budget_s:.0f} s: one step took {plan.train_step_s:.3g} s and a "
+            f"validation {plan.validation_s:.3g} s ({plan.measured_s:.0f} s to measure), so "
+            f"the schedule spans {plan.max_steps} steps (resume or repeat the run with "
+            f"--max-steps {plan.max_steps})"
+        )
+    if result.stopped_at_deadline:
+        print(f"stopped at the time budget after {result.steps} of {result.max_steps} steps")
     print(
         f"checkpoint: {result.checkpoint} (+ {result.checkpoint.with_suffix('.json').name}), "
         f"{result.steps} steps, {result.wall_time_s:.0f} s"
@@ -284,6 +309,26 @@ def _pretrain(args: argparse.Namespace) -> int:
     for frac, ll in sorted(result.val_ll.items()):
         print(f"  validation log-likelihood at {frac} context: {ll:.3f}")
     return 0
+
+
+# --time-budget without --max-steps: no cap besides the budget's plan.
+_UNCAPPED_STEPS = 10**9
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``600``, ``90s``, ``8m``, ``2h`` or ``1.5h`` (argparse type)."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1.0)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive time such as 600, 90s, 8m or 2h, got {text!r}"
+        )
+    return seconds
 
 
 def read_runs(path: str | Path) -> tuple[dict[str, RawRun], list[str]]:

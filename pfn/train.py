@@ -9,11 +9,14 @@ always sampled from ``TrainConfig.prior``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -351,8 +354,10 @@ class PFNModule(L.LightningModule):
 class _Export(L.Callback):
     """Writes the product checkpoint (``NAME.pt`` + ``NAME.json``) every ``every`` steps."""
 
-    def __init__(self, path: Path, config: TrainConfig, every: int) -> None:
-        self.path, self.config, self.every = path, config, every
+    def __init__(
+        self, path: Path, config: TrainConfig, every: int, plan: TimePlan | None = None
+    ) -> None:
+        self.path, self.config, self.every, self.plan = path, config, every, plan
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PFNModule, *args) -> None:
@@ -373,6 +378,8 @@ class _Export(L.Callback):
             "hardware": _hardware(module.device),
             "devices": devices,
             "val_ll_by_context_fraction": val_ll,
+            # --time-budget: the budget and the measured step cost that set max_steps
+            "time_plan": None if self.plan is None else asdict(self.plan),
             # Continued training: the parent's own summary (its steps and tasks come on top).
             "init_from": None if module.parent is None else module.parent.training,
             "train_config": self.config.to_dict(),
@@ -398,14 +405,164 @@ def _hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+# Share of a time budget (after the measurement) that the planned steps and validations may take:
+# the rest absorbs step-time noise, checkpoint writes and the final validation and export.
+_BUDGET_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What the parts of a training run of a config cost on a device (:func:`time_steps`)."""
+
+    train_step_s: float  # median seconds per optimiser step: prior sample, forward, backward, AdamW
+    val_batch_s: float  # median seconds per validation batch: one forward pass, no gradient
+    checkpoint_s: float  # seconds to write one resumable checkpoint and one export
+    setup_s: float  # seconds to build the training module (prior, network, parent weights)
+    device: str  # where it was measured ("cpu", "cuda")
+
+    def step_s(self, config: TrainConfig) -> float:
+        """Seconds per step, validations and checkpoints included (their share of each step)."""
+        return (
+            self.train_step_s
+            + self.validation_s(config) / config.val_every
+            + self.checkpoint_s / config.checkpoint_every
+        )
+
+    def validation_s(self, config: TrainConfig) -> float:
+        """Seconds of one validation: ``val_batches`` batches at each of ``val_fractions``."""
+        return self.val_batch_s * config.val_batches * len(config.val_fractions)
+
+
+@dataclass(frozen=True)
+class TimePlan:
+    """How a time budget became ``max_steps`` (:func:`plan_steps`; recorded in the card)."""
+
+    budget_s: float  # the whole call's wall-time budget
+    measured_s: float  # seconds spent measuring the step cost (part of the budget)
+    train_step_s: float  # measured seconds per optimiser step
+    validation_s: float  # measured seconds per validation
+    max_steps: int  # the planned optimiser steps
+
+
+def _use_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def time_steps(
+    config: TrainConfig, *, accelerator: str = "auto", steps: int = 5, warmup: int = 2
+) -> StepTiming:
+    """Measure one optimiser step and one validation batch of ``config`` on the device
+    ``pretrain`` would use (bf16 autocast on a GPU, as there), on a throwaway copy of the network.
+
+    The tasks are sampled from ``config.prior`` with a seed of their own (also when
+    ``config.data`` is set: a stored task costs no more to read than to sample), so the run that
+    follows is not changed by the measurement. The first ``warmup`` steps (allocations, kernel
+    selection) are not timed; the medians of the next ``steps`` are returned.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps}, {warmup}")
+    on_gpu = _use_gpu(accelerator)
+    device = torch.device("cuda" if on_gpu else "cpu")
+    rng_state = torch.random.get_rng_state()
+    start = time.perf_counter()
+    module = PFNModule(config, device=device).to(device)  # seeds torch: the state is restored below
+    setup_s = time.perf_counter() - start
+    torch.random.set_rng_state(rng_state)
+    opt = torch.optim.AdamW(module.net.parameters(), lr=config.optim.lr)
+    gen = torch.Generator(device=device).manual_seed(config.seed * 7_919 + 12_289)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
+
+    def timed(step: Callable[[], None]) -> float:
+        if on_gpu:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def train_step() -> None:
+        batch = module.prior.sample(config.batch_size, generator=gen)
+        with autocast():
+            loss = module.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.net.parameters(), config.optim.grad_clip)
+        opt.step()
+
+    batch = module.prior.sample(config.batch_size, generator=gen)  # reused: the forward pass counts
+
+    def val_step() -> None:
+        with torch.no_grad(), autocast():
+            module.loss(batch)
+
+    def save() -> None:  # what a checkpoint writes: weights and optimiser state, then the export
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({"net": module.net.state_dict(), "opt": opt.state_dict()}, f"{tmp}/a.ckpt")
+            torch.save(module.net.state_dict(), f"{tmp}/b.pt")
+
+    module.train()
+    train = [timed(train_step) for _ in range(warmup + steps)][warmup:]
+    module.eval()
+    val = [timed(val_step) for _ in range(warmup + steps)][warmup:]
+    return StepTiming(
+        train_step_s=float(sorted(train)[len(train) // 2]),
+        val_batch_s=float(sorted(val)[len(val) // 2]),
+        checkpoint_s=timed(save),
+        setup_s=setup_s,
+        device=device.type,
+    )
+
+
+def plan_steps(budget_s: float, timing: StepTiming, config: TrainConfig) -> int:
+    """The optimiser steps that fit in ``budget_s`` seconds of training with ``config``.
+
+    Counted: every step, a validation every ``val_every`` steps and a checkpoint every
+    ``checkpoint_every`` (:meth:`StepTiming.step_s`), and once: building the module, sampling the
+    fixed validation set (a validation's time), the final validation and export; all of it
+    within ``_BUDGET_SHARE`` (90%) of the budget. Not capped by ``config.max_steps``.
+
+    Raises:
+        ValueError: the budget fits no step.
+    """
+    v = timing.validation_s(config)
+    usable = _BUDGET_SHARE * budget_s - timing.setup_s - 2.0 * v - timing.checkpoint_s
+    steps = math.floor(usable / timing.step_s(config))
+    if steps < 1:
+        raise ValueError(
+            f"a time budget of {budget_s:.1f} s fits no optimiser step here: one step takes "
+            f"~{timing.train_step_s:.3g} s and a validation ~{v:.3g} s "
+            f"(on {timing.device}, batch of {config.batch_size} tasks)"
+        )
+    return steps
+
+
+class _Deadline(L.Callback):
+    """Stops training after the step that passes ``deadline`` (a ``time.perf_counter`` value)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.stopped = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if time.perf_counter() >= self.deadline:
+            trainer.should_stop = True
+            self.stopped = True
+
+
 @dataclass(frozen=True)
 class PretrainResult:
     """Where ``pretrain`` put its outputs and what it measured."""
 
     checkpoint: Path  # the exported NAME.pt (NAME.json beside it)
     steps: int  # optimiser steps done in total (including earlier, resumed sessions)
-    wall_time_s: float  # seconds spent in this call
+    wall_time_s: float  # seconds spent training in this call (fit, without the final export)
     val_ll: dict[str, float]  # last validation log-likelihood per context fraction
+    max_steps: int  # the schedule's length (planned from the time budget, if one was given)
+    time_plan: TimePlan | None = None  # how the time budget set max_steps
+    stopped_at_deadline: bool = False  # the budget ran out before max_steps (or stop_at)
 
 
 def pretrain(
@@ -417,6 +574,7 @@ def pretrain(
     resume: bool = True,
     progress: bool = True,
     stop_at: int | None = None,
+    time_budget_s: float | None = None,
 ) -> PretrainResult:
     """Train a PFN on ``config.prior`` and export it to ``out_dir/model.{pt,json}``.
 
@@ -429,6 +587,15 @@ def pretrain(
     still spans ``config.max_steps``: long CPU trainings run in chunks (one per session) that add up
     to exactly the run a single call would have made. ``devices > 1`` trains data-parallel with
     DDP; bf16 autocast is used on GPUs.
+
+    ``time_budget_s`` fits the run to a wall time: the call first measures a few steps
+    (:func:`time_steps`), then sets ``max_steps`` to the steps that fit in what is left
+    (:func:`plan_steps`, at most ``config.max_steps``), so the learning-rate schedule ends inside
+    the budget. Should the steps turn out slower than measured, training stops at the budget
+    (less the final validation's time) and the model is exported as it is
+    (``PretrainResult.stopped_at_deadline``). The plan is recorded in ``OUT/config.json`` and the
+    card; a later call resumes or repeats the run with ``max_steps`` set to it. Needs a fresh run
+    (no ``last.ckpt`` to resume, or ``resume=False``), one device and no ``stop_at``.
     """
     if config.data is not None:
         info = read_store_info(config.data)
@@ -440,20 +607,48 @@ def pretrain(
     if stop_at is not None and not 1 <= stop_at <= config.max_steps:
         raise ValueError(f"stop_at must lie in [1, max_steps={config.max_steps}], got {stop_at}")
     out = Path(out_dir)
+    ckpt_dir = out / "lightning"
+    last = ckpt_dir / "last.ckpt"
+    plan, deadline = None, None
+    if time_budget_s is not None:
+        call_start = time.perf_counter()
+        _check_time_budget(time_budget_s, devices=devices, stop_at=stop_at)
+        if resume and last.is_file():
+            raise ValueError(
+                f"{out} holds a run to resume ({last}): a time budget plans a fresh one. Resume "
+                "it with its max_steps (OUT/config.json), or start afresh (resume=False, "
+                "--no-resume)"
+            )
+        if progress:
+            print("timing a few training steps to plan the run within its budget ...", flush=True)
+        timing = time_steps(config, accelerator=accelerator)
+        measured = time.perf_counter() - call_start
+        steps = min(config.max_steps, plan_steps(time_budget_s - measured, timing, config))
+        config = replace(config, max_steps=steps)
+        plan = TimePlan(
+            budget_s=float(time_budget_s),
+            measured_s=round(measured, 2),
+            train_step_s=timing.train_step_s,
+            validation_s=timing.validation_s(config),
+            max_steps=steps,
+        )
+        # the step loop ends in time for the final validation and export (twice their cost)
+        deadline = call_start + time_budget_s - 2.0 * (plan.validation_s + timing.checkpoint_s)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    on_gpu = _use_gpu(accelerator)
     module = PFNModule(config, device="cuda" if on_gpu else "cpu")
-    ckpt_dir = out / "lightning"
     checkpointing = ModelCheckpoint(
         dirpath=ckpt_dir,
         save_last=True,
         every_n_train_steps=config.checkpoint_every,
         save_top_k=0,
     )
-    exporter = _Export(out / "model", config, every=config.checkpoint_every)
+    exporter = _Export(out / "model", config, every=config.checkpoint_every, plan=plan)
+    stopper = None if deadline is None else _Deadline(deadline)
+    steps_cap = stop_at or config.max_steps
     trainer = L.Trainer(
-        max_steps=stop_at or config.max_steps,
+        max_steps=steps_cap,
         accelerator=accelerator,
         devices=devices,
         # Some weights get no gradient in a step (the last layer's token update, which nothing
@@ -466,12 +661,11 @@ def pretrain(
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         logger=CSVLogger(out, name="logs"),
-        callbacks=[checkpointing, exporter],
+        callbacks=[checkpointing, exporter] + ([stopper] if stopper else []),
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=10,
     )
-    last = ckpt_dir / "last.ckpt"
     start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(last) if resume and last.is_file() else None)
     wall = time.perf_counter() - start
@@ -487,5 +681,23 @@ def pretrain(
         path = checkpoint_paths(exporter.path)[0]
     trainer.strategy.barrier("pretrain.export")
     return PretrainResult(
-        checkpoint=path, steps=int(trainer.global_step), wall_time_s=wall, val_ll=val_ll
+        checkpoint=path,
+        steps=int(trainer.global_step),
+        wall_time_s=wall,
+        val_ll=val_ll,
+        max_steps=config.max_steps,
+        time_plan=plan,
+        stopped_at_deadline=bool(stopper and stopper.stopped and trainer.global_step < steps_cap),
     )
+
+
+def _check_time_budget(budget_s: float, *, devices: int, stop_at: int | None) -> None:
+    if not (isinstance(budget_s, int | float) and math.isfinite(budget_s) and budget_s > 0):
+        raise ValueError(f"time_budget_s must be a positive number of seconds, got {budget_s!r}")
+    if devices > 1:
+        raise ValueError(
+            "a time budget plans on one device (each DDP process would plan its own number of "
+            "steps): plan with devices=1, then pass its max_steps"
+        )
+    if stop_at is not None:
+        raise ValueError("stop_at and a time budget exclude each other: the budget sets the end")

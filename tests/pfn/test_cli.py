@@ -204,7 +204,9 @@ def test_curvepfn_main_reports_bad_input(tmp_path, checkpoint, capsys):
 def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
     seen = {}
 
-    def fake_pretrain(config, out_dir, *, devices, accelerator, resume, progress=True, stop_at):
+    def fake_pretrain(
+        config, out_dir, *, devices, accelerator, resume, progress=True, stop_at, time_budget_s
+    ):
         seen.update(
             config=config,
             out=out_dir,
@@ -212,12 +214,14 @@ def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
             accelerator=accelerator,
             resume=resume,
             stop_at=stop_at,
+            time_budget_s=time_budget_s,
         )
         return PretrainResult(
             checkpoint=Path(out_dir) / "model.pt",
             steps=config.max_steps,
             wall_time_s=1.0,
             val_ll={"0.5": 1.25},
+            max_steps=config.max_steps,
         )
 
     monkeypatch.setattr("pfn.train.pretrain", fake_pretrain)
@@ -250,6 +254,41 @@ def test_pretrain_wiring(monkeypatch, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert f"checkpoint: {tmp_path / 'model.pt'}" in out and "1.250" in out
+    assert seen["time_budget_s"] is None and seen["config"].batch_size == 4  # tiny's own
+
+
+def test_pretrain_time_budget_and_batch_size_flags(monkeypatch, tmp_path, capsys):
+    import pfn.train as train
+
+    seen = {}
+
+    def fake_pretrain(config, out_dir, *, time_budget_s, **kw):
+        seen.update(config=config, budget=time_budget_s)
+        plan = train.TimePlan(
+            budget_s=time_budget_s, measured_s=2.0, train_step_s=0.5, validation_s=3.0,
+            max_steps=100,
+        )  # fmt: skip
+        return PretrainResult(
+            checkpoint=Path(out_dir) / "model.pt", steps=90, wall_time_s=50.0, val_ll={},
+            max_steps=100, time_plan=plan, stopped_at_deadline=True,
+        )  # fmt: skip
+
+    monkeypatch.setattr("pfn.train.pretrain", fake_pretrain)
+    base = ["pretrain", "--config", "tiny", "--out", str(tmp_path)]
+    args = parse(base + ["--time-budget", "8m", "--batch-size", "32"])
+    assert args.func(args) == 0
+    assert seen["budget"] == 480.0 and seen["config"].batch_size == 32
+    assert seen["config"].max_steps == cli._UNCAPPED_STEPS  # the budget alone sets the length
+    out = capsys.readouterr().out
+    assert "--max-steps 100" in out and "after 90 of 100 steps" in out
+    args = parse(base + ["--time-budget", "1.5h", "--max-steps", "700"])
+    args.func(args)
+    assert seen["budget"] == 5400.0 and seen["config"].max_steps == 700  # a cap
+    for text, seconds in (("600", 600.0), ("90s", 90.0), (" 2H ", 7200.0), ("0.5m", 30.0)):
+        assert cli._duration(text) == seconds
+    for bad in ("", "m", "-5m", "0", "nan", "infh", "10d", "5 min"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive time"):
+            cli._duration(bad)
 
 
 def test_pretrain_offers_every_train_config():

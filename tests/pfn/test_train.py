@@ -12,9 +12,12 @@ from pfn.train import (
     TRAIN_CONFIGS,
     OptimConfig,
     PFNModule,
+    StepTiming,
     TrainConfig,
     lr_factor,
+    plan_steps,
     pretrain,
+    time_steps,
     train_config,
 )
 from priors.batch import CurveBatch
@@ -233,3 +236,102 @@ def test_init_from_adds_the_last_value_head_only_on_uniform_borders(tmp_path):
     # without the head, any borders continue
     same = PFNModule(TrainConfig(model=parent, init_from=str(tmp_path / "skewed"), prior=prior))
     torch.testing.assert_close(same.dist.borders, skewed)
+
+
+def _timing(step_s: float = 0.1, val_batch_s: float = 0.05) -> StepTiming:
+    return StepTiming(
+        train_step_s=step_s, val_batch_s=val_batch_s, checkpoint_s=0.2, setup_s=0.5, device="cpu"
+    )
+
+
+def test_plan_steps_by_hand():
+    cfg = replace(train_config("tiny"), val_every=10, checkpoint_every=40)  # 2 x 4 val batches
+    t = _timing()
+    v = 0.05 * 2 * 4  # one validation: 0.4 s
+    assert t.validation_s(cfg) == pytest.approx(v)
+    assert t.step_s(cfg) == pytest.approx(0.1 + v / 10 + 0.2 / 40)  # 0.145 s
+    # 90% of 100 s, less setup 0.5, two validations 0.8 and an export 0.2: 88.5 s of steps
+    assert plan_steps(100.0, t, cfg) == 610  # 88.5 / 0.145 = 610.3
+    assert plan_steps(1000.0, t, cfg) > cfg.max_steps  # not capped here: pretrain caps
+    with pytest.raises(ValueError, match="fits no optimiser step"):
+        plan_steps(1.5, t, cfg)
+
+
+def test_time_steps_measures_without_touching_the_random_state():
+    cfg = train_config("tiny")
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    t = time_steps(cfg, accelerator="cpu", steps=2, warmup=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert t.device == "cpu"
+    assert all(x > 0 for x in (t.train_step_s, t.val_batch_s, t.checkpoint_s, t.setup_s))
+    with pytest.raises(ValueError, match="steps"):
+        time_steps(cfg, accelerator="cpu", steps=0)
+
+
+def test_a_time_budget_plans_the_schedule_and_the_run_is_repeatable(tmp_path, monkeypatch):
+    import pfn.train as train
+
+    cfg = replace(train_config("tiny"), max_steps=1000, val_every=5, checkpoint_every=5)
+    calls = []
+
+    def measured(config, **kw):  # the real measurement runs; its figures are replaced
+        calls.append(train.time_steps.__wrapped__(config, steps=1, warmup=0, **kw))
+        return _timing(step_s=1.0, val_batch_s=0.01)
+
+    measured.__wrapped__ = time_steps
+    monkeypatch.setattr(train, "time_steps", measured)
+    # 90% of 20 s - 0.5 - 2 x 0.08 - 0.2 = 17.14 s at 1.0 + 0.08/5 + 0.2/5 = 1.056 s a step
+    planned = pretrain(cfg, tmp_path / "a", accelerator="cpu", progress=False, time_budget_s=20)
+    assert len(calls) == 1
+    assert planned.max_steps == planned.steps == 16 and not planned.stopped_at_deadline
+    assert planned.time_plan.max_steps == 16 and planned.time_plan.budget_s == 20.0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["max_steps"] == 16
+    card = load_checkpoint(planned.checkpoint).training
+    assert card["max_steps"] == 16 and card["time_plan"]["train_step_s"] == 1.0
+    # the same run without a budget: the measurement changed nothing
+    plain = pretrain(replace(cfg, max_steps=16), tmp_path / "b", accelerator="cpu", progress=False)
+    a, b = load_checkpoint(planned.checkpoint), load_checkpoint(plain.checkpoint)
+    for name, tensor in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[name], tensor, msg=name)
+    # config.max_steps caps the plan
+    capped = replace(cfg, max_steps=7)
+    short = pretrain(capped, tmp_path / "c", accelerator="cpu", progress=False, time_budget_s=20)
+    assert short.max_steps == short.steps == 7
+
+
+def test_a_run_slower_than_measured_stops_at_the_budget(tmp_path, monkeypatch):
+    import pfn.train as train
+
+    monkeypatch.setattr(train, "time_steps", lambda config, **kw: _timing(step_s=1e-6))
+    cfg = replace(train_config("tiny"), max_steps=2000, val_every=10**6, checkpoint_every=10**6)
+    result = pretrain(cfg, tmp_path, accelerator="cpu", progress=False, time_budget_s=4)
+    assert result.stopped_at_deadline
+    assert 1 <= result.steps < result.max_steps == 2000
+    # 4 s, less twice the final validation and export (2 x (0.1 + 0.2) s) from the call's start
+    assert result.wall_time_s < 4
+    ckpt = load_checkpoint(result.checkpoint)  # exported as it was when stopped
+    assert ckpt.training["steps"] == result.steps
+
+
+def test_a_time_budget_refuses_what_it_cannot_plan(tmp_path, monkeypatch):
+    import pfn.train as train
+
+    monkeypatch.setattr(train, "time_steps", lambda config, **kw: _timing())
+    cfg = replace(train_config("tiny"), max_steps=4, val_every=2, checkpoint_every=2)
+    for bad in (0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            pretrain(cfg, tmp_path, accelerator="cpu", progress=False, time_budget_s=bad)
+    with pytest.raises(ValueError, match="one device"):
+        pretrain(cfg, tmp_path, accelerator="cpu", devices=2, time_budget_s=60)
+    with pytest.raises(ValueError, match="stop_at"):
+        pretrain(cfg, tmp_path, accelerator="cpu", stop_at=2, time_budget_s=60)
+    with pytest.raises(ValueError, match="fits no optimiser step"):
+        pretrain(cfg, tmp_path, accelerator="cpu", progress=False, time_budget_s=1)
+    pretrain(cfg, tmp_path, accelerator="cpu", progress=False)  # leaves last.ckpt
+    with pytest.raises(ValueError, match="to resume"):
+        pretrain(cfg, tmp_path, accelerator="cpu", progress=False, time_budget_s=60)
+    fresh = pretrain(
+        cfg, tmp_path, accelerator="cpu", progress=False, time_budget_s=60, resume=False
+    )
+    assert fresh.steps == 4
