@@ -293,15 +293,14 @@ def _pretrain(args: argparse.Namespace) -> int:
         stop_at=args.stop_at,
         time_budget_s=args.time_budget,
     )
-    if (plan := result.time_plan) is not None:
-        print(
-            f"time budget {plan.budget_s:.0f} s: one step took {plan.train_step_s:.3g} s and a "
-            f"validation {plan.validation_s:.3g} s ({plan.measured_s:.0f} s to measure), so "
-            f"the schedule spans {plan.max_steps} steps (resume or repeat the run with "
-            f"--max-steps {plan.max_steps})"
-        )
+    if result.time_plan is not None:  # printed at the start too, under the progress bar
+        print(result.time_plan.describe())
     if result.stopped_at_deadline:
-        print(f"stopped at the time budget after {result.steps} of {result.max_steps} steps")
+        print(
+            f"stopped at the time budget after {result.steps} of {result.max_steps} steps: they "
+            "ran slower than timed (another job on the machine?), so the learning rate had not "
+            "reached the end of its schedule"
+        )
     print(
         f"checkpoint: {result.checkpoint} (+ {result.checkpoint.with_suffix('.json').name}), "
         f"{result.steps} steps, {result.wall_time_s:.0f} s"

@@ -299,8 +299,10 @@ class PFNModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         # The fixed validation set: per batch, the same tasks' component and seed at every context
-        # fraction (the tasks themselves may differ between fractions; each set is fixed).
-        self._val = []
+        # fraction (the tasks themselves may differ between fractions; each set is fixed). Built
+        # once: fit and the final validate share it.
+        if self._val:
+            return
         for i in range(self.config.val_batches):
             seed = self.config.seed * 7_919 + 104_729 + i
             probe = self.prior.sample(
@@ -358,6 +360,7 @@ class _Export(L.Callback):
         self, path: Path, config: TrainConfig, every: int, plan: TimePlan | None = None
     ) -> None:
         self.path, self.config, self.every, self.plan = path, config, every, plan
+        self.stopped_at_deadline = False  # set by pretrain before the final export
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PFNModule, *args) -> None:
@@ -380,6 +383,7 @@ class _Export(L.Callback):
             "val_ll_by_context_fraction": val_ll,
             # --time-budget: the budget and the measured step cost that set max_steps
             "time_plan": None if self.plan is None else asdict(self.plan),
+            "stopped_at_deadline": self.stopped_at_deadline,  # the budget ended it early
             # Continued training: the parent's own summary (its steps and tasks come on top).
             "init_from": None if module.parent is None else module.parent.training,
             "train_config": self.config.to_dict(),
@@ -406,31 +410,31 @@ def _hardware(device: torch.device) -> str:
 
 
 # Share of a time budget (after the measurement) that the planned steps and validations may take:
-# the rest absorbs step-time noise, checkpoint writes and the final validation and export.
+# the rest absorbs the noise of the step time's estimate and Lightning's own overhead.
 _BUDGET_SHARE = 0.9
+# Share of a time budget that measuring the steps may take (at least _MIN_TIMED steps are timed).
+_MEASURE_SHARE = 0.05
+_MIN_TIMED, _MAX_TIMED = 3, 50
 
 
 @dataclass(frozen=True)
 class StepTiming:
     """What the parts of a training run of a config cost on a device (:func:`time_steps`)."""
 
-    train_step_s: float  # median seconds per optimiser step: prior sample, forward, backward, AdamW
-    val_batch_s: float  # median seconds per validation batch: one forward pass, no gradient
+    train_step_s: float  # mean seconds per optimiser step: a batch, forward, backward, AdamW
+    validation_s: float  # seconds of one validation (the fixed validation set, no gradient)
     checkpoint_s: float  # seconds to write one resumable checkpoint and one export
-    setup_s: float  # seconds to build the training module (prior, network, parent weights)
+    setup_s: float  # seconds to build the module (prior, network, parent) and validation set
+    steps_timed: int  # optimiser steps the mean is over
     device: str  # where it was measured ("cpu", "cuda")
 
     def step_s(self, config: TrainConfig) -> float:
         """Seconds per step, validations and checkpoints included (their share of each step)."""
         return (
             self.train_step_s
-            + self.validation_s(config) / config.val_every
+            + self.validation_s / config.val_every
             + self.checkpoint_s / config.checkpoint_every
         )
-
-    def validation_s(self, config: TrainConfig) -> float:
-        """Seconds of one validation: ``val_batches`` batches at each of ``val_fractions``."""
-        return self.val_batch_s * config.val_batches * len(config.val_fractions)
 
 
 @dataclass(frozen=True)
@@ -439,9 +443,18 @@ class TimePlan:
 
     budget_s: float  # the whole call's wall-time budget
     measured_s: float  # seconds spent measuring the step cost (part of the budget)
-    train_step_s: float  # measured seconds per optimiser step
+    train_step_s: float  # measured mean seconds per optimiser step
     validation_s: float  # measured seconds per validation
     max_steps: int  # the planned optimiser steps
+
+    def describe(self) -> str:
+        """One line for the log: what was measured and what it planned."""
+        return (
+            f"time budget {self.budget_s:.0f} s: one step took {self.train_step_s:.3g} s and a "
+            f"validation {self.validation_s:.3g} s ({self.measured_s:.0f} s to measure), so the "
+            f"schedule spans {self.max_steps} steps (resume or repeat the run with --max-steps "
+            f"{self.max_steps})"
+        )
 
 
 def _use_gpu(accelerator: str) -> bool:
@@ -449,105 +462,147 @@ def _use_gpu(accelerator: str) -> bool:
 
 
 def time_steps(
-    config: TrainConfig, *, accelerator: str = "auto", steps: int = 5, warmup: int = 2
+    config: TrainConfig,
+    *,
+    accelerator: str = "auto",
+    max_seconds: float = 30.0,
+    min_steps: int = _MIN_TIMED,
+    max_steps: int = _MAX_TIMED,
+    warmup: int = 2,
 ) -> StepTiming:
-    """Measure one optimiser step and one validation batch of ``config`` on the device
-    ``pretrain`` would use (bf16 autocast on a GPU, as there), on a throwaway copy of the network.
+    """Measure the parts of a training run of ``config`` on the device ``pretrain`` would use
+    (bf16 autocast on a GPU, as there), on a throwaway copy of the module.
 
-    The tasks are sampled from ``config.prior`` with a seed of their own (also when
-    ``config.data`` is set: a stored task costs no more to read than to sample), so the run that
-    follows is not changed by the measurement. The first ``warmup`` steps (allocations, kernel
-    selection) are not timed; the medians of the next ``steps`` are returned.
+    Timed: building the module and its fixed validation set; optimiser steps on the batches the
+    run would read (sampled from the prior on the device, or read from ``config.data`` and
+    moved there) until ``max_seconds`` have passed (at least ``min_steps``, at most
+    ``max_steps``; their *mean* is returned, since the prior's tasks differ in size and a run's
+    time is a sum); one whole validation; one checkpoint write. The first ``warmup`` steps
+    (allocations, kernel selection) are not timed. The batches come from a seed of their own and
+    the random state is restored, so the run that follows is not changed by the measurement.
     """
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps}, {warmup}")
+    if not (1 <= min_steps <= max_steps) or warmup < 0:
+        raise ValueError(
+            f"need 1 <= min_steps <= max_steps and warmup >= 0, got {min_steps}, {max_steps}, "
+            f"{warmup}"
+        )
     on_gpu = _use_gpu(accelerator)
     device = torch.device("cuda" if on_gpu else "cpu")
-    rng_state = torch.random.get_rng_state()
-    start = time.perf_counter()
-    module = PFNModule(config, device=device).to(device)  # seeds torch: the state is restored below
-    setup_s = time.perf_counter() - start
-    torch.random.set_rng_state(rng_state)
-    opt = torch.optim.AdamW(module.net.parameters(), lr=config.optim.lr)
-    gen = torch.Generator(device=device).manual_seed(config.seed * 7_919 + 12_289)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
-
-    def timed(step: Callable[[], None]) -> float:
-        if on_gpu:
-            torch.cuda.synchronize(device)
+    gpus = [torch.cuda.current_device()] if on_gpu else []
+    with torch.random.fork_rng(devices=gpus):  # PFNModule seeds torch; the caller's state stays
         start = time.perf_counter()
-        step()
-        if on_gpu:
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+        module = PFNModule(config, device=device).to(device)
+        module.setup("fit")  # samples the fixed validation set (on the CPU, as in a run)
+        setup_s = time.perf_counter() - start
+        opt = torch.optim.AdamW(module.net.parameters(), lr=config.optim.lr)
+        gen = torch.Generator(device=device).manual_seed(config.seed * 7_919 + 12_289)
+        stored = None if config.data is None else iter(module.train_dataloader())
 
-    def train_step() -> None:
-        batch = module.prior.sample(config.batch_size, generator=gen)
-        with autocast():
-            loss = module.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.net.parameters(), config.optim.grad_clip)
-        opt.step()
+        def autocast() -> contextlib.AbstractContextManager:
+            if on_gpu:
+                return torch.autocast("cuda", dtype=torch.bfloat16)
+            return contextlib.nullcontext()
 
-    batch = module.prior.sample(config.batch_size, generator=gen)  # reused: the forward pass counts
+        def timed(step: Callable[[], None]) -> float:
+            if on_gpu:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            step()
+            if on_gpu:
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - t0
 
-    def val_step() -> None:
-        with torch.no_grad(), autocast():
-            module.loss(batch)
+        def next_batch() -> CurveBatch:
+            nonlocal stored
+            if stored is None:
+                return module.prior.sample(config.batch_size, generator=gen)
+            try:
+                return next(stored).to(device)
+            except StopIteration:  # a small store: read it again
+                stored = iter(module.train_dataloader())
+                return next(stored).to(device)
 
-    def save() -> None:  # what a checkpoint writes: weights and optimiser state, then the export
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save({"net": module.net.state_dict(), "opt": opt.state_dict()}, f"{tmp}/a.ckpt")
-            torch.save(module.net.state_dict(), f"{tmp}/b.pt")
+        def train_step() -> None:
+            batch = next_batch()
+            with autocast():
+                loss = module.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.net.parameters(), config.optim.grad_clip)
+            opt.step()
 
-    module.train()
-    train = [timed(train_step) for _ in range(warmup + steps)][warmup:]
-    module.eval()
-    val = [timed(val_step) for _ in range(warmup + steps)][warmup:]
+        def validation() -> None:
+            with torch.no_grad(), autocast():
+                for batches in module._val:
+                    for batch in batches.values():
+                        module.loss(batch.to(device))
+
+        def save() -> None:  # what a checkpoint writes: weights and optimiser state, the export
+            with tempfile.TemporaryDirectory() as tmp:
+                state = {"net": module.net.state_dict(), "opt": opt.state_dict()}
+                torch.save(state, f"{tmp}/a.ckpt")
+                torch.save(module.net.state_dict(), f"{tmp}/b.pt")
+
+        module.train()
+        for _ in range(warmup):
+            train_step()
+        times: list[float] = []
+        begin = time.perf_counter()
+        while len(times) < min_steps or (
+            len(times) < max_steps and time.perf_counter() - begin < max_seconds
+        ):
+            times.append(timed(train_step))
+        module.eval()
+        validation_s = timed(validation)
+        checkpoint_s = timed(save)
     return StepTiming(
-        train_step_s=float(sorted(train)[len(train) // 2]),
-        val_batch_s=float(sorted(val)[len(val) // 2]),
-        checkpoint_s=timed(save),
+        train_step_s=sum(times) / len(times),
+        validation_s=validation_s,
+        checkpoint_s=checkpoint_s,
         setup_s=setup_s,
+        steps_timed=len(times),
         device=device.type,
     )
 
 
-def plan_steps(budget_s: float, timing: StepTiming, config: TrainConfig) -> int:
-    """The optimiser steps that fit in ``budget_s`` seconds of training with ``config``.
+def plan_steps(
+    budget_s: float, timing: StepTiming, config: TrainConfig, *, spent_s: float = 0.0
+) -> int:
+    """The optimiser steps that fit in a budget of ``budget_s`` seconds of which ``spent_s`` are
+    spent (measuring, say).
 
     Counted: every step, a validation every ``val_every`` steps and a checkpoint every
-    ``checkpoint_every`` (:meth:`StepTiming.step_s`), and once: building the module, sampling the
-    fixed validation set (a validation's time), the final validation and export; all of it
-    within ``_BUDGET_SHARE`` (90%) of the budget. Not capped by ``config.max_steps``.
+    ``checkpoint_every`` (:meth:`StepTiming.step_s`), and once: building the module and its
+    validation set, the final validation and the export; all of it within ``_BUDGET_SHARE``
+    (90%) of what is left. Not capped by ``config.max_steps``.
 
     Raises:
         ValueError: the budget fits no step.
     """
-    v = timing.validation_s(config)
-    usable = _BUDGET_SHARE * budget_s - timing.setup_s - 2.0 * v - timing.checkpoint_s
+    left = budget_s - spent_s
+    usable = _BUDGET_SHARE * left - timing.setup_s - timing.validation_s - timing.checkpoint_s
     steps = math.floor(usable / timing.step_s(config))
     if steps < 1:
         raise ValueError(
-            f"a time budget of {budget_s:.1f} s fits no optimiser step here: one step takes "
-            f"~{timing.train_step_s:.3g} s and a validation ~{v:.3g} s "
+            f"a time budget of {budget_s:.1f} s ({max(left, 0.0):.1f} s left after measuring) "
+            f"fits no optimiser step here: one step takes ~{timing.train_step_s:.3g} s, a "
+            f"validation ~{timing.validation_s:.3g} s and the setup ~{timing.setup_s:.3g} s "
             f"(on {timing.device}, batch of {config.batch_size} tasks)"
         )
     return steps
 
 
 class _Deadline(L.Callback):
-    """Stops training after the step that passes ``deadline`` (a ``time.perf_counter`` value)."""
+    """Stops training after the step that passes ``deadline`` (a ``time.perf_counter`` value),
+    first saving a resumable checkpoint at ``last`` there (the periodic one may be older)."""
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, deadline: float, last: Path) -> None:
+        self.deadline, self.last = deadline, last
         self.stopped = False
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if time.perf_counter() >= self.deadline:
+        if time.perf_counter() >= self.deadline and trainer.global_step < trainer.max_steps:
+            trainer.save_checkpoint(self.last)
             trainer.should_stop = True
             self.stopped = True
 
@@ -588,14 +643,16 @@ def pretrain(
     to exactly the run a single call would have made. ``devices > 1`` trains data-parallel with
     DDP; bf16 autocast is used on GPUs.
 
-    ``time_budget_s`` fits the run to a wall time: the call first measures a few steps
-    (:func:`time_steps`), then sets ``max_steps`` to the steps that fit in what is left
-    (:func:`plan_steps`, at most ``config.max_steps``), so the learning-rate schedule ends inside
-    the budget. Should the steps turn out slower than measured, training stops at the budget
-    (less the final validation's time) and the model is exported as it is
-    (``PretrainResult.stopped_at_deadline``). The plan is recorded in ``OUT/config.json`` and the
-    card; a later call resumes or repeats the run with ``max_steps`` set to it. Needs a fresh run
-    (no ``last.ckpt`` to resume, or ``resume=False``), one device and no ``stop_at``.
+    ``time_budget_s`` fits the run to a wall time, counted from this call's start: the call
+    first measures the steps (:func:`time_steps`, up to 5% of the budget), then sets
+    ``max_steps`` to the steps that fit in what is left (:func:`plan_steps`, at most
+    ``config.max_steps``), so the learning-rate schedule ends inside the budget. Should the steps
+    turn out slower than measured, training stops in time for the validations, checkpoint and
+    export that follow a stop, with a resumable checkpoint at the stop, and the model is exported
+    as it is (``PretrainResult.stopped_at_deadline``, also in the card). The plan is recorded in
+    ``OUT/config.json`` and the card; a later call resumes or repeats the run with ``max_steps``
+    set to it (exactly on a CPU; on a GPU up to its non-deterministic kernels). Needs a fresh
+    run (no ``last.ckpt`` to resume, or ``resume=False``), one device and no ``stop_at``.
     """
     if config.data is not None:
         info = read_store_info(config.data)
@@ -621,19 +678,24 @@ def pretrain(
             )
         if progress:
             print("timing a few training steps to plan the run within its budget ...", flush=True)
-        timing = time_steps(config, accelerator=accelerator)
+        timing = time_steps(
+            config, accelerator=accelerator, max_seconds=_MEASURE_SHARE * time_budget_s
+        )
         measured = time.perf_counter() - call_start
-        steps = min(config.max_steps, plan_steps(time_budget_s - measured, timing, config))
-        config = replace(config, max_steps=steps)
+        steps = plan_steps(time_budget_s, timing, config, spent_s=measured)
+        config = replace(config, max_steps=min(config.max_steps, steps))
         plan = TimePlan(
             budget_s=float(time_budget_s),
-            measured_s=round(measured, 2),
+            measured_s=measured,
             train_step_s=timing.train_step_s,
-            validation_s=timing.validation_s(config),
-            max_steps=steps,
+            validation_s=timing.validation_s,
+            max_steps=config.max_steps,
         )
-        # the step loop ends in time for the final validation and export (twice their cost)
-        deadline = call_start + time_budget_s - 2.0 * (plan.validation_s + timing.checkpoint_s)
+        # The step loop ends in time for what follows a stop: a validation inside fit, the
+        # final one, a checkpoint and the export.
+        deadline = call_start + time_budget_s - 2.0 * (timing.validation_s + timing.checkpoint_s)
+        if progress:
+            print(plan.describe(), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     on_gpu = _use_gpu(accelerator)
@@ -645,10 +707,9 @@ def pretrain(
         save_top_k=0,
     )
     exporter = _Export(out / "model", config, every=config.checkpoint_every, plan=plan)
-    stopper = None if deadline is None else _Deadline(deadline)
-    steps_cap = stop_at or config.max_steps
+    stopper = None if deadline is None else _Deadline(deadline, last)
     trainer = L.Trainer(
-        max_steps=steps_cap,
+        max_steps=stop_at or config.max_steps,
         accelerator=accelerator,
         devices=devices,
         # Some weights get no gradient in a step (the last layer's token update, which nothing
@@ -675,6 +736,7 @@ def pretrain(
         for k, v in trainer.callback_metrics.items()
         if k.startswith("val/ll@")
     }
+    exporter.stopped_at_deadline = stopper is not None and stopper.stopped
     if trainer.is_global_zero:  # one writer (every rank of a multi-GPU run gets here)
         path = exporter.export(module, trainer, val_ll=val_ll, wall_time_s=wall)
     else:
@@ -687,14 +749,15 @@ def pretrain(
         val_ll=val_ll,
         max_steps=config.max_steps,
         time_plan=plan,
-        stopped_at_deadline=bool(stopper and stopper.stopped and trainer.global_step < steps_cap),
+        stopped_at_deadline=exporter.stopped_at_deadline,
     )
 
 
 def _check_time_budget(budget_s: float, *, devices: int, stop_at: int | None) -> None:
-    if not (isinstance(budget_s, int | float) and math.isfinite(budget_s) and budget_s > 0):
+    number = isinstance(budget_s, int | float) and not isinstance(budget_s, bool)
+    if not (number and math.isfinite(budget_s) and budget_s > 0):
         raise ValueError(f"time_budget_s must be a positive number of seconds, got {budget_s!r}")
-    if devices > 1:
+    if devices != 1:
         raise ValueError(
             "a time budget plans on one device (each DDP process would plan its own number of "
             "steps): plan with devices=1, then pass its max_steps"

@@ -105,7 +105,7 @@ def test_readme_long_commands_run(command, tmp_path_factory, monkeypatch):
         for a in args
     ]  # fmt: skip
     if "--time-budget" in args:  # its own bound (it refuses --stop-at); a CPU-sized batch
-        args += ["--batch-size", "2", "--time-budget", "45s"]
+        args += ["--batch-size", "2", "--time-budget", "30s"]
     else:
         args += next((extra for prefix, extra in BOUNDS.items() if command.startswith(prefix)), [])
     monkeypatch.chdir(tmp_path_factory.getbasetemp())  # shared by the commands of one session
