@@ -23,6 +23,7 @@ objective should answer a trial whose run is already at ``step_to`` with that ru
 from __future__ import annotations
 
 import math
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,7 @@ class OptimizeResult:
     steps_spent: int
     minimize: bool
     plot: Path | None  # the PNG written, if any
+    stopped_by_time: bool = False  # ``time_limit_s`` ran out before the budget was spent
 
     def table(self, *, top: int = 10) -> str:
         """The ``top`` runs by best value as a markdown table."""
@@ -95,6 +97,7 @@ def optimize(
     candidates: CandidateTable | None = None,
     progress: bool = True,
     plot: bool = True,
+    time_limit_s: float | None = None,
 ) -> OptimizeResult:
     """Spend ``budget`` training steps on the most promising runs (see the module docstring).
 
@@ -119,17 +122,29 @@ def optimize(
             :class:`~bo.space.CandidateTable`); None samples new ones from ``space``.
         progress: show a progress bar with the current trial and the incumbent.
         plot: write ``workdir/freeze_thaw.png`` (incumbent vs steps, and every learning curve).
+        time_limit_s: wall-clock seconds, from this call's start, after which no new trial
+            starts (the one running then finishes and is told); None: no limit. The result
+            says whether it ended the search (``stopped_by_time``). A later call with the same
+            ``state_dir`` continues the search, under a limit of its own.
 
     Returns:
         The incumbent, per-run summaries and the history.
 
     Raises:
-        ValueError: bad arguments (see :class:`~bo.freeze_thaw.FreezeThaw`), or ``budget < 1``.
+        ValueError: bad arguments (see :class:`~bo.freeze_thaw.FreezeThaw`), ``budget < 1``, or
+            a ``time_limit_s`` that is not a positive number.
     """
     from tqdm import tqdm
 
+    start = time.monotonic()
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
+    if time_limit_s is not None:
+        number = isinstance(time_limit_s, int | float) and not isinstance(time_limit_s, bool)
+        if not (number and math.isfinite(time_limit_s) and time_limit_s > 0):
+            raise ValueError(
+                f"time_limit_s must be a positive number of seconds or None, got {time_limit_s!r}"
+            )
     work = Path(workdir)
     ft = FreezeThaw(
         space,
@@ -147,9 +162,13 @@ def optimize(
     )
     bar = tqdm(total=budget, initial=min(ft.steps_spent, budget), unit="step",
                desc="freeze-thaw", disable=not progress)  # fmt: skip
+    out_of_time = False
     try:
         in_flight = list(ft.pending)  # left by a crashed earlier call: run them again
         while ft.steps_spent < budget:
+            if time_limit_s is not None and time.monotonic() - start >= time_limit_s:
+                out_of_time = True
+                break
             if in_flight:
                 trial = in_flight.pop(0)
             else:
@@ -177,6 +196,7 @@ def optimize(
         steps_spent=ft.steps_spent,
         minimize=minimize,
         plot=None,
+        stopped_by_time=out_of_time,
     )
     if plot:
         work.mkdir(parents=True, exist_ok=True)

@@ -339,6 +339,7 @@ def tune_lightning(
     config: FreezeThawConfig | None = None,
     candidates: CandidateTable | None = None,
     plot: bool = True,
+    time_limit_s: float | None = None,
 ) -> OptimizeResult:
     """Freeze-thaw search over ``module_factory``'s configurations, spending ``budget`` epochs.
 
@@ -367,6 +368,8 @@ def tune_lightning(
         config: the candidate pool's settings (None: the defaults).
         candidates: a fixed grid of configurations (None: sample new ones from ``space``).
         plot: write ``workdir/freeze_thaw.png``.
+        time_limit_s: wall-clock seconds after which no new epoch starts (see
+            :func:`bo.optimize.optimize`); None: no limit.
 
     Returns:
         The incumbent, per-run summaries and the history (values in ``monitor``'s units).
@@ -414,6 +417,7 @@ def tune_lightning(
             candidates=candidates,
             progress=progress,
             plot=plot,
+            time_limit_s=time_limit_s,
         )
     except _StopSearch as stop:
         raise stop.error from None

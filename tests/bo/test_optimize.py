@@ -180,3 +180,47 @@ def test_steps_the_objective_does_not_measure_are_spent_as_gaps(tiny_checkpoint_
         steps, ys = curves[run.id]
         assert steps == [1, 3] and ys == [run.config["lr"] * 1, run.config["lr"] * 3]
     assert "| run |" in result.table()
+
+
+class _Clock:
+    """A stand-in for ``time.monotonic`` in ``bo.optimize``: one second passes per reading."""
+
+    def __init__(self) -> None:
+        self.now = -1.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_time_limit_stops_starting_trials_and_a_later_call_goes_on(
+    tiny_checkpoint_path, tmp_path, monkeypatch
+):
+    import bo.optimize as optimize_module
+
+    calls: list = []
+    settings = dict(
+        max_steps=6, budget=30, minimize=True, lower_bound=0.0,
+        surrogate=Surrogate.load(tiny_checkpoint_path), workdir=tmp_path / "work",
+        state_dir=tmp_path / "state", config=FreezeThawConfig(n_candidates=8),
+        progress=False, plot=False,
+    )  # fmt: skip
+    # the call starts at 0 s and reads 1, 2, 3, ... s before each trial: 4 trials under 5 s
+    monkeypatch.setattr(optimize_module, "time", _Clock())
+    first = optimize(make_objective(calls), SPACE, **settings, time_limit_s=5)
+    assert first.stopped_by_time and first.steps_spent == 4 == len(calls)
+    assert len(first.history) == 4 and first.best is not None  # every trial run was told
+    monkeypatch.setattr(optimize_module, "time", _Clock())  # the next call's own limit
+    second = optimize(make_objective(calls), SPACE, **settings, time_limit_s=3.5)
+    assert second.stopped_by_time and second.steps_spent == 4 + 3 == len(calls)
+    assert second.history[:4] == first.history
+    monkeypatch.setattr(optimize_module, "time", _Clock())
+    rest = optimize(make_objective(calls), SPACE, **settings, time_limit_s=1e6)
+    assert not rest.stopped_by_time and rest.steps_spent == 30 == len(calls)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, True, "60"])
+def test_a_bad_time_limit_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="time_limit_s"):
+        optimize(make_objective([]), SPACE, max_steps=3, budget=3, workdir=tmp_path,
+                 progress=False, plot=False, time_limit_s=bad)  # fmt: skip

@@ -300,3 +300,14 @@ def test_tune_lightning_stops_on_a_missing_monitor(tiny_checkpoint_path, tmp_pat
     with pytest.raises(ValueError, match="mode"):
         tune_lightning(factory, Space({"lr": Float(1e-3, 1e-1)}), max_epochs=2, budget=2,
                        monitor="val_loss", mode="minimum", workdir=tmp_path)  # fmt: skip
+
+
+def test_tune_lightning_passes_the_time_limit_on(monkeypatch, tmp_path):
+    import bo.integrations.lightning as lightning_module
+
+    seen = {}
+    monkeypatch.setattr(lightning_module, "optimize", lambda *a, **kw: seen.update(kw))
+    tune_lightning(lambda config: Regressor(lr=config["lr"]), Space({"lr": Float(1e-3, 1e-1)}),
+                   max_epochs=2, budget=2, monitor="val_loss", workdir=tmp_path,
+                   time_limit_s=90.0)  # fmt: skip
+    assert seen["time_limit_s"] == 90.0
