@@ -13,9 +13,18 @@ def test_readme_has_python_snippets():
     assert len(BLOCKS) >= 2
 
 
+CONTINUES = "# continues the block above"
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_snippet_runs(index):
-    exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
+    """A block runs alone, or after the blocks it continues (it starts with CONTINUES)."""
+    first = index
+    while first > 0 and BLOCKS[first].startswith(CONTINUES):
+        first -= 1
+    namespace: dict = {}
+    for i in range(first, index + 1):
+        exec(compile(BLOCKS[i], f"README.md python block {i}", "exec"), namespace)
 
 
 SHELL_BLOCKS = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)

@@ -79,7 +79,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("bo.integrations.optuna needs optuna: pip install curvepfn[hpo]") from err
 
-from pfn.scaling import MetricScaler
+from bo.pruning import beat_probabilities
 from pfn.surrogate import Surrogate
 
 __all__ = ["PFNPruner", "PruneDecision", "encode_params"]
@@ -319,31 +319,23 @@ class PFNPruner(optuna.pruners.BasePruner):
             np.append(v, t.value) if t.state == TrialState.COMPLETE and t.value is not None else v
             for t, _, v in others
         ]
-        scaler = MetricScaler.fit_runs(
-            runs,
-            higher_is_better=higher_is_better,
-            lower_bound=self.lower_bound,
-            upper_bound=self.upper_bound,
-        )
         # Context curves: the trial itself first, then finished trials with at least one point.
         curves = [(trial, steps, values)]
         if self.use_other_trials:
             curves += [(t, s, v) for t, s, v in others if s.size]
         configs = self._configs([t for t, _, _ in curves])  # (C, D)
-        ctx_curve = np.concatenate([np.full(s.size, i) for i, (_, s, _) in enumerate(curves)])
-        ctx_t = np.concatenate([s for _, s, _ in curves]) / self.max_step  # (N,)
-        ctx_y = scaler.to_score(np.concatenate([v for _, _, v in curves]))  # (N,)
-        later = np.arange(last + 1, self.max_step + 1)  # (L,)
-        forecast = self.surrogate.forecast(
-            configs,
-            ctx_curve=ctx_curve,
-            ctx_t=ctx_t,
-            ctx_y=ctx_y,
-            qry_curve=np.zeros(later.size, dtype=np.int64),
-            qry_t=later / self.max_step,
-        )
-        best_score = float(scaler.to_score(best))
-        probabilities = np.clip(1.0 - forecast.cdf(best_score), 0.0, 1.0)  # (L,)
+        later, probabilities = beat_probabilities(
+            self.surrogate,
+            [(s, v) for _, s, v in curves],
+            best=best,
+            last_step=last,
+            max_step=self.max_step,
+            higher_is_better=higher_is_better,
+            scale_runs=runs,
+            configs=configs,
+            lower_bound=self.lower_bound,
+            upper_bound=self.upper_bound,
+        )  # (L,) each
         return PruneDecision(
             trial=trial.number,
             prune=bool((probabilities <= self.threshold).all()),

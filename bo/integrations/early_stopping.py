@@ -1,0 +1,240 @@
+"""A Lightning callback that stops a run the PFN deems hopeless (the LC-PFN rule).
+
+:class:`PFNEarlyStopping` reads the monitored metric after every validation epoch as a partial
+learning curve and stops training once, at every later epoch up to ``max_epochs``, the surrogate
+gives the run at most ``threshold`` probability of beating a reference: the best final value of
+earlier runs (``history``) or a value you give (``reference``). The rule is LC-PFN's
+(:mod:`bo.pruning`); the earlier runs' curves are the surrogate's context too, as in FT-PFN.
+Unlike Lightning's ``EarlyStopping``, which waits for a plateau, it stops a run that is still
+improving when its curve cannot catch up.
+
+Example (a sequence of runs; each later run is judged against the earlier ones)::
+
+    import lightning as L
+
+    from bo.integrations.early_stopping import PFNEarlyStopping
+
+    history = []  # each finished or stopped run's validation losses, epoch 1, 2, ...
+    for lr in (1e-3, 3e-3, 1e-2, 3e-2):
+        stopper = PFNEarlyStopping("val_loss", max_epochs=20, history=history, lower_bound=0.0)
+        trainer = L.Trainer(max_epochs=20, callbacks=[stopper])
+        trainer.fit(MyModule(lr=lr), datamodule=data)
+        history.append(stopper.values)
+        print(lr, stopper.stopped_epoch, stopper.last_decision)
+
+Epochs are counted from 1 (the value after the first epoch is at step 1). A value logged more
+than once in an epoch (``val_check_interval`` below 1) counts as that epoch's last. NaN values are
+left out of the curve; ±inf counts as diverged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+
+from bo.pruning import beat_probabilities
+from pfn.surrogate import Surrogate
+
+__all__ = ["PFNEarlyStopping", "StopDecision"]
+
+Reason = Literal["min_epochs", "no_reference", "last_epoch", "forecast"]
+
+
+@dataclass(frozen=True, eq=False)
+class StopDecision:
+    """What :class:`PFNEarlyStopping` concluded after one validation epoch.
+
+    ``reason``: ``"min_epochs"`` (too few values yet), ``"no_reference"`` (neither ``reference``
+    nor a finished run of ``max_epochs`` values in ``history``), ``"last_epoch"`` (nothing left to
+    save) or ``"forecast"`` (the surrogate was asked; only then are ``epochs`` and
+    ``probabilities`` non-empty).
+    """
+
+    epoch: int  # the epoch just validated (from 1)
+    stop: bool
+    reason: Reason
+    reference: float | None  # the value to beat
+    epochs: np.ndarray  # (L,) later epochs queried: epoch + 1 .. max_epochs
+    probabilities: np.ndarray  # (L,) P(the value there beats the reference)
+
+    @property
+    def max_probability(self) -> float:
+        """The largest probability of beating the reference later (NaN without a forecast)."""
+        return float(self.probabilities.max()) if self.probabilities.size else math.nan
+
+
+class PFNEarlyStopping(L.Callback):
+    """Stop training once the PFN gives the run at most ``threshold`` chance of beating the
+    reference at any later epoch (see the module docstring).
+
+    Args:
+        monitor: the validation metric logged every epoch (e.g. ``"val_loss"``).
+        max_epochs: the epochs a full run trains (the curve's last step).
+        mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
+        history: earlier runs' values of ``monitor``, one sequence per run, epoch 1 first (NaN:
+            not measured). They are the surrogate's context; the runs with ``max_epochs``
+            values are finished, and the best of their last values is the reference.
+        reference: the value to beat instead (e.g. a known baseline's); None: from ``history``.
+        threshold: stop when no later epoch beats the reference with a probability above this,
+            in [0, 1).
+        min_epochs: never stop before this many values are measured.
+        surrogate: the network; None loads the shipped one at the first decision that needs it.
+        lower_bound, upper_bound: known bounds of the metric (0 for a loss, 0 and 1 for an
+            accuracy); None for an unbounded side.
+
+    Attributes:
+        values: this run's values, epoch 1 first (NaN where none was measured): append them to
+            the next run's ``history``.
+        last_decision: the :class:`StopDecision` of the latest validation (None before).
+        stopped_epoch: the epoch after which it stopped the run (None: it did not).
+
+    Raises:
+        ValueError: an argument is out of range or of the wrong type.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        *,
+        max_epochs: int,
+        mode: Literal["min", "max"] = "min",
+        history: Sequence[Sequence[float]] = (),
+        reference: float | None = None,
+        threshold: float = 0.05,
+        min_epochs: int = 1,
+        surrogate: Surrogate | None = None,
+        lower_bound: float | None = None,
+        upper_bound: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"monitor must be a metric's name, got {monitor!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if min_epochs > max_epochs:
+            raise ValueError(f"min_epochs={min_epochs} exceeds max_epochs={max_epochs}")
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
+        if reference is not None and not math.isfinite(reference):
+            raise ValueError(f"reference must be a finite number or None, got {reference!r}")
+        if surrogate is not None and not isinstance(surrogate, Surrogate):
+            raise ValueError(f"surrogate must be a Surrogate or None, got {type(surrogate)!r}")
+        for name, bound in (("lower_bound", lower_bound), ("upper_bound", upper_bound)):
+            if bound is not None and math.isnan(bound):
+                raise ValueError(f"{name} must be a number or None, got {bound!r}")
+        self.monitor, self.mode, self.max_epochs = monitor, mode, max_epochs
+        self.history = [self._check_run(i, run) for i, run in enumerate(history)]
+        self.reference = None if reference is None else float(reference)
+        self.threshold, self.min_epochs = float(threshold), min_epochs
+        self.lower_bound, self.upper_bound = lower_bound, upper_bound
+        self._surrogate = surrogate
+        self.values: list[float] = []
+        self.last_decision: StopDecision | None = None
+        self.stopped_epoch: int | None = None
+
+    def _check_run(self, index: int, run: Sequence[float]) -> np.ndarray:
+        values = np.asarray(run, dtype=np.float64).reshape(-1)
+        if values.size > self.max_epochs:
+            raise ValueError(
+                f"history run {index} has {values.size} values, more than max_epochs="
+                f"{self.max_epochs}"
+            )
+        return values
+
+    @property
+    def surrogate(self) -> Surrogate:
+        """The network, loaded on first access when none was given."""
+        if self._surrogate is None:
+            self._surrogate = Surrogate.load()
+        return self._surrogate
+
+    def best_reference(self) -> float | None:
+        """The value to beat: ``reference``, else the best last value of the finished runs of
+        ``history`` (those with ``max_epochs`` values, the last one finite); None: none yet."""
+        if self.reference is not None:
+            return self.reference
+        finals = [
+            float(v[-1]) for v in self.history if v.size == self.max_epochs and np.isfinite(v[-1])
+        ]
+        if not finals:
+            return None
+        return min(finals) if self.mode == "min" else max(finals)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record this epoch's value, decide, and stop the trainer if the run is hopeless."""
+        if trainer.sanity_checking:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            logged = sorted(trainer.callback_metrics)
+            raise ValueError(
+                f"PFNEarlyStopping monitors {self.monitor!r}, which is not logged; logged: "
+                f"{logged}"
+            )
+        epoch = trainer.current_epoch + 1
+        value = float(trainer.callback_metrics[self.monitor])
+        if len(self.values) < epoch:
+            self.values += [math.nan] * (epoch - len(self.values))
+        self.values[epoch - 1] = value  # the epoch's last validation counts
+        decision = self.decide(epoch)
+        self.last_decision = decision
+        stop = trainer.strategy.reduce_boolean_decision(decision.stop, all=False)
+        if stop:
+            trainer.should_stop = True
+            self.stopped_epoch = epoch
+
+    def decide(self, epoch: int) -> StopDecision:
+        """The decision after ``epoch`` (from 1) given :attr:`values`; see the module docstring.
+
+        Raises:
+            ValueError: ``epoch`` is outside ``1 .. max_epochs``.
+        """
+        if not 1 <= epoch <= self.max_epochs:
+            raise ValueError(f"epoch {epoch} is outside 1 .. max_epochs={self.max_epochs}")
+        own = np.asarray(self.values[:epoch], dtype=np.float64)
+        steps = np.flatnonzero(~np.isnan(own)) + 1  # (n,) epochs with a value
+        best = self.best_reference()
+
+        def no_forecast(reason: Reason) -> StopDecision:
+            empty = np.zeros(0)
+            return StopDecision(epoch, False, reason, best, empty.astype(np.int64), empty)
+
+        if steps.size < self.min_epochs:
+            return no_forecast("min_epochs")
+        if best is None:
+            return no_forecast("no_reference")
+        if epoch >= self.max_epochs:
+            return no_forecast("last_epoch")
+        others = [(np.flatnonzero(~np.isnan(v)) + 1, v[~np.isnan(v)]) for v in self.history]
+        curves = [(steps, own[steps - 1])] + [(s, v) for s, v in others if s.size]
+        later, probabilities = beat_probabilities(
+            self.surrogate,
+            curves,
+            best=best,
+            last_step=epoch,
+            max_step=self.max_epochs,
+            higher_is_better=self.mode == "max",
+            scale_runs=[own[steps - 1]] + [v for _, v in others],
+            lower_bound=self.lower_bound,
+            upper_bound=self.upper_bound,
+        )
+        stop = bool((probabilities <= self.threshold).all())
+        return StopDecision(epoch, stop, "forecast", best, later, probabilities)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The run's curve and stop, saved in Lightning checkpoints (a resumed run keeps them)."""
+        return {"values": list(self.values), "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s curve and stop."""
+        self.values = [float(v) for v in state_dict["values"]]
+        self.stopped_epoch = state_dict["stopped_epoch"]

@@ -1,0 +1,171 @@
+"""``bo.integrations.early_stopping``: the LC-PFN stop rule as a Lightning callback."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import bo.integrations.early_stopping as early_stopping
+from bo.integrations.early_stopping import PFNEarlyStopping
+from bo.pruning import beat_probabilities
+from pfn.surrogate import Surrogate
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"
+)
+
+
+def _loaders() -> tuple[DataLoader, DataLoader]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 4, generator=gen)
+    y = (x @ torch.tensor([1.0, -2.0, 0.5, 3.0]))[:, None]
+    return DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32), DataLoader(
+        TensorDataset(x[64:], y[64:]), batch_size=32
+    )
+
+
+TRAIN, VAL = _loaders()
+
+
+class Linear(L.LightningModule):
+    def __init__(self, metric: str = "val_loss") -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.metric, self.epochs = torch.nn.Linear(4, 1), metric, 0
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def on_train_epoch_end(self) -> None:
+        self.epochs += 1
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log(self.metric, torch.nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def _fit(module: L.LightningModule, callback: L.Callback, epochs: int = 6) -> None:
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[callback], accelerator="cpu", devices=1,
+                        enable_checkpointing=False, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, TRAIN, VAL)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint_path) -> Surrogate:
+    return Surrogate.load(tiny_checkpoint_path)
+
+
+def test_a_run_that_cannot_beat_the_reference_stops_and_one_that_can_goes_on(tiny):
+    # A loss >= 0 cannot beat -1: its probability is 0 whatever the network; any loss beats 1e9.
+    hopeless = PFNEarlyStopping("val_loss", max_epochs=6, reference=-1.0, min_epochs=2,
+                                surrogate=tiny, lower_bound=0.0)  # fmt: skip
+    module = Linear()
+    _fit(module, hopeless)
+    assert hopeless.stopped_epoch == 2 and module.epochs == 2 and len(hopeless.values) == 2
+    d = hopeless.last_decision
+    assert d.stop and d.reason == "forecast" and list(d.epochs) == [3, 4, 5, 6]
+    assert d.max_probability < 1e-6  # 0 up to float32 rounding
+    easy = PFNEarlyStopping("val_loss", max_epochs=6, reference=1e9, surrogate=tiny,
+                            lower_bound=0.0)  # fmt: skip
+    module = Linear()
+    _fit(module, easy)
+    assert easy.stopped_epoch is None and module.epochs == 6 and len(easy.values) == 6
+    assert easy.last_decision.reason == "last_epoch"
+    assert all(math.isfinite(v) for v in easy.values)
+
+
+def test_the_reference_is_the_best_finished_run_of_the_history(monkeypatch):
+    seen = {}
+
+    def fake(surrogate, curves, **kw):
+        seen.update(curves=curves, **kw)
+        later = np.arange(kw["last_step"] + 1, kw["max_step"] + 1)
+        p = np.full(later.size, 0.01)
+        p[-1] = seen.get("p", 0.01)  # the last epoch's chance
+        return later, p
+
+    monkeypatch.setattr(early_stopping, "beat_probabilities", fake)
+    history = [[5.0, 3.0, 2.0, 1.5], [4.0, 2.5], [6.0, math.nan, 1.2, 1.0], [3.0, 2.0, 1.0, np.nan]]
+    stopper = PFNEarlyStopping("val_loss", max_epochs=4, history=history, min_epochs=2,
+                               surrogate=object.__new__(Surrogate))  # fmt: skip
+    assert stopper.best_reference() == 1.0  # runs 0 and 2 finished; 1 stopped; 3's last is NaN
+    best_acc = PFNEarlyStopping("acc", max_epochs=4, mode="max", history=history).best_reference()
+    assert best_acc == 1.5
+    stopper.values = [4.0]
+    assert stopper.decide(1).reason == "min_epochs"
+    stopper.values = [4.0, math.nan, 3.5]
+    d = stopper.decide(3)
+    assert d.stop and d.reason == "forecast" and list(d.epochs) == [4] and d.reference == 1.0
+    steps, values = seen["curves"][0]  # the run itself first, without its NaN
+    assert list(steps) == [1, 3] and list(values) == [4.0, 3.5]
+    assert len(seen["curves"]) == 1 + 4 and list(seen["curves"][3][0]) == [1, 3, 4]
+    assert seen["last_step"] == 3 and seen["best"] == 1.0 and not seen["higher_is_better"]
+    seen["p"] = 0.2  # one later epoch above the threshold: go on
+    stopper.values = [4.0, 3.0]
+    assert not stopper.decide(2).stop and list(stopper.decide(2).probabilities) == [0.01, 0.2]
+    seen["p"] = 0.05  # at the threshold: stop
+    assert stopper.decide(2).stop
+    assert stopper.decide(4).reason == "last_epoch"
+    alone = PFNEarlyStopping("val_loss", max_epochs=4, history=[[3.0, 2.0]])
+    alone.values = [1.0, 1.0]
+    assert alone.decide(2).reason == "no_reference"  # no finished run, no reference given
+    with pytest.raises(ValueError, match="outside"):
+        stopper.decide(5)
+
+
+def test_a_missing_metric_names_the_logged_ones(tiny):
+    stopper = PFNEarlyStopping("val_acc", max_epochs=3, reference=0.5, surrogate=tiny)
+    with pytest.raises(ValueError, match=r"'val_acc'.*val_loss"):
+        _fit(Linear(), stopper, epochs=3)
+
+
+def test_the_curve_survives_a_checkpoint():
+    a = PFNEarlyStopping("val_loss", max_epochs=5, reference=0.1)
+    a.values, a.stopped_epoch = [3.0, math.nan, 2.0], 3
+    b = PFNEarlyStopping("val_loss", max_epochs=5, reference=0.1)
+    b.load_state_dict(a.state_dict())
+    assert b.values[0] == 3.0 and math.isnan(b.values[1]) and b.stopped_epoch == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(monitor=""), "monitor"),
+        (dict(mode="avg"), "mode"),
+        (dict(max_epochs=0), "max_epochs"),
+        (dict(min_epochs=9), "exceeds"),
+        (dict(threshold=1.0), "threshold"),
+        (dict(threshold=True), "threshold"),
+        (dict(reference=math.inf), "reference"),
+        (dict(history=[[1.0] * 6]), "more than max_epochs"),
+        (dict(surrogate="default"), "surrogate"),
+        (dict(lower_bound=math.nan), "lower_bound"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    args = {"monitor": "val_loss", "max_epochs": 5, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        PFNEarlyStopping(args.pop("monitor"), **args)
+
+
+def test_beat_probabilities_read_the_direction(tiny):
+    curve = [(np.array([1, 2, 3]), np.array([0.9, 0.6, 0.5]))]  # a falling loss
+    kw = dict(last_step=3, max_step=10, higher_is_better=False, lower_bound=0.0)
+    later, easy = beat_probabilities(tiny, curve, best=50.0, **kw)
+    _, hard = beat_probabilities(tiny, curve, best=-1.0, **kw)
+    assert list(later) == list(range(4, 11)) and easy.shape == hard.shape == (7,)
+    assert (easy > 0.9).all() and (hard < 1e-6).all()
+    with pytest.raises(ValueError, match="last_step"):
+        beat_probabilities(tiny, curve, best=0.5, **{**kw, "last_step": 10})
+    with pytest.raises(ValueError, match="own curve"):
+        beat_probabilities(tiny, [], best=0.5, **kw)
