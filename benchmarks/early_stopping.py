@@ -12,9 +12,15 @@ pruning. Printed per table and in total:
   moment they were pruned (the decisions that would have cost something).
 
 Run: ``python benchmarks/early_stopping.py --data ../shared/data/taskset_dev.h5 [--trials 100]
-[--seeds 1] [--threshold 0.05] [--min-steps 3] [--tables A,B]``. Needs optuna (``pip install
-curvepfn[hpo]``). Diverged (NaN) points of a recorded curve are reported as the worst value (+inf
-for a loss), since Optuna's trials report a value at every step.
+[--seeds 1] [--threshold 0.05] [--min-steps 3] [--tables A,B] [--callback]``. Needs optuna
+(``pip install curvepfn[hpo]``) unless ``--callback``. Diverged (NaN) points of a recorded curve
+are reported as the worst value (+inf for a loss), since Optuna's trials report a value at every
+step.
+
+``--callback`` replays the same trials one after another through
+:class:`bo.integrations.early_stopping.PFNEarlyStopping`'s decision instead (the Lightning
+callback's rule, each run judged against the earlier ones, which are its ``history``), without
+Optuna or Lightning.
 """
 
 from __future__ import annotations
@@ -78,6 +84,37 @@ def run_study(table, rows: np.ndarray, pruner) -> StudyOutcome:
     return StudyOutcome(steps=steps, best=best, n_pruned=pruned, n_wrong=wrong)
 
 
+def run_sequence(table, rows: np.ndarray, make_stopper) -> StudyOutcome:
+    """The trials of :func:`run_study` one after another, each stopped by the callback
+    ``make_stopper(history)`` makes (None: never stopped); ``history`` holds the earlier runs'
+    values."""
+    curves = table.curves  # (C, T)
+    sign = 1.0 if table.higher_is_better else -1.0
+    worst = -math.inf if table.higher_is_better else math.inf
+    history: list[list[float]] = []
+    steps = wrong = pruned = 0
+    best = worst
+    for row in rows:
+        stopper = None if make_stopper is None else make_stopper(history)
+        values: list[float] = []
+        for step in range(1, curves.shape[1] + 1):
+            value = float(curves[row, step - 1])
+            values.append(worst if math.isnan(value) else value)
+            steps += 1
+            if stopper is not None and step < curves.shape[1]:
+                stopper.values = values
+                if stopper.decide(step).stop:
+                    final = float(curves[row, -1])
+                    wrong += math.isfinite(final) and sign * final > sign * best
+                    pruned += 1
+                    break
+        else:
+            if sign * values[-1] > sign * best:
+                best = values[-1]
+        history.append(values)
+    return StudyOutcome(steps=steps, best=best, n_pruned=pruned, n_wrong=wrong)
+
+
 def main() -> None:
     """Print the early-stopping table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,15 +125,20 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=3)
     parser.add_argument("--tables", default=None, help="comma-separated table names")
     parser.add_argument("--checkpoint", default=None, help="surrogate (default: the shipped one)")
+    parser.add_argument(
+        "--callback",
+        action="store_true",
+        help="replay through PFNEarlyStopping's rule (the Lightning callback) instead of Optuna",
+    )
     args = parser.parse_args()
 
-    import optuna
-
-    from bo.integrations.optuna import PFNPruner
     from pfn.curve_table import read_curve_tables
     from pfn.surrogate import Surrogate
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not args.callback:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     surrogate = Surrogate.load(args.checkpoint)
     tables = read_curve_tables(args.data, args.tables.split(",") if args.tables else None)
     print(
@@ -110,17 +152,38 @@ def main() -> None:
         for seed in range(args.seeds):
             rows = np.random.default_rng(seed).permutation(len(table.curves))[: args.trials]
             start = time.perf_counter()
-            full = run_study(table, rows, None)
-            pruner = PFNPruner(
-                max_step=table.curves.shape[1],
-                threshold=args.threshold,
-                min_steps=args.min_steps,
-                surrogate=surrogate,
-                lower_bound=table.lower_bound,
-                upper_bound=table.upper_bound,
-                use_params=False,
-            )
-            cut = run_study(table, rows, pruner)
+            if args.callback:
+                from bo.integrations.early_stopping import PFNEarlyStopping
+
+                def make_stopper(history: list[list[float]], table=table) -> PFNEarlyStopping:
+                    return PFNEarlyStopping(
+                        "value",
+                        max_epochs=table.curves.shape[1],
+                        mode="max" if table.higher_is_better else "min",
+                        history=history,
+                        threshold=args.threshold,
+                        min_epochs=args.min_steps,
+                        surrogate=surrogate,
+                        lower_bound=table.lower_bound,
+                        upper_bound=table.upper_bound,
+                    )
+
+                full = run_sequence(table, rows, None)
+                cut = run_sequence(table, rows, make_stopper)
+            else:
+                from bo.integrations.optuna import PFNPruner
+
+                full = run_study(table, rows, None)
+                pruner = PFNPruner(
+                    max_step=table.curves.shape[1],
+                    threshold=args.threshold,
+                    min_steps=args.min_steps,
+                    surrogate=surrogate,
+                    lower_bound=table.lower_bound,
+                    upper_bound=table.upper_bound,
+                    use_params=False,
+                )
+                cut = run_study(table, rows, pruner)
             elapsed = time.perf_counter() - start
             total_full += full.steps
             total_pruned += cut.steps
