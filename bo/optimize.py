@@ -140,7 +140,9 @@ def optimize(
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     if time_limit_s is not None:
-        number = isinstance(time_limit_s, int | float) and not isinstance(time_limit_s, bool)
+        number = isinstance(time_limit_s, int | float | np.integer | np.floating) and not (
+            isinstance(time_limit_s, bool)
+        )
         if not (number and math.isfinite(time_limit_s) and time_limit_s > 0):
             raise ValueError(
                 f"time_limit_s must be a positive number of seconds or None, got {time_limit_s!r}"
@@ -186,6 +188,8 @@ def optimize(
                 best="-" if best is None else f"{best.value:.4g}",
             )
     finally:
+        if out_of_time:
+            bar.set_description(f"freeze-thaw (stopped at the {time_limit_s:g} s time limit)")
         bar.close()
         ft.close()
     runs = _summaries(ft)

@@ -22,9 +22,12 @@ Example (a sequence of runs; each later run is judged against the earlier ones):
         history.append(stopper.values)
         print(lr, stopper.stopped_epoch, stopper.last_decision)
 
-Epochs are counted from 1 (the value after the first epoch is at step 1). A value logged more
-than once in an epoch (``val_check_interval`` below 1) counts as that epoch's last. NaN values are
-left out of the curve; ±inf counts as diverged.
+Epochs are counted from 1 (the value after the first epoch is at step 1). The callback acts
+while fitting only (not in ``trainer.validate``) and decides once per epoch, at its end, on the
+epoch's last validated value (``val_check_interval`` below 1 validates more often); an epoch
+without a validation (``check_val_every_n_epoch`` above 1) is a gap in the curve. A NaN or ±inf
+value counts as diverged: the worst value. A run that trained all ``max_epochs`` epochs is
+finished, and its final value is its last validated one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.trainer.states import TrainerFn
 
 from bo.pruning import beat_probabilities
 from pfn.surrogate import Surrogate
@@ -50,8 +54,8 @@ class StopDecision:
     """What :class:`PFNEarlyStopping` concluded after one validation epoch.
 
     ``reason``: ``"min_epochs"`` (too few values yet), ``"no_reference"`` (neither ``reference``
-    nor a finished run of ``max_epochs`` values in ``history``), ``"last_epoch"`` (nothing left to
-    save) or ``"forecast"`` (the surrogate was asked; only then are ``epochs`` and
+    nor a finished run with a finite final value in ``history``), ``"last_epoch"`` (nothing left
+    to save) or ``"forecast"`` (the surrogate was asked; only then are ``epochs`` and
     ``probabilities`` non-empty).
     """
 
@@ -77,8 +81,9 @@ class PFNEarlyStopping(L.Callback):
         max_epochs: the epochs a full run trains (the curve's last step).
         mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
         history: earlier runs' values of ``monitor``, one sequence per run, epoch 1 first (NaN:
-            not measured). They are the surrogate's context; the runs with ``max_epochs``
-            values are finished, and the best of their last values is the reference.
+            not measured, ±inf: diverged), e.g. earlier instances' :attr:`values`. They are the
+            surrogate's context; a run of ``max_epochs`` epochs is finished, and the best of
+            the finished runs' last finite values is the reference.
         reference: the value to beat instead (e.g. a known baseline's); None: from ``history``.
         threshold: stop when no later epoch beats the reference with a probability above this,
             in [0, 1).
@@ -88,8 +93,10 @@ class PFNEarlyStopping(L.Callback):
             accuracy); None for an unbounded side.
 
     Attributes:
-        values: this run's values, epoch 1 first (NaN where none was measured): append them to
-            the next run's ``history``.
+        values: this run's values, epoch 1 first, one per epoch trained (NaN: not validated;
+            a diverged value is stored as the worst, +inf for ``"min"``): append them to the
+            next run's ``history``. Reset when a fit starts (restored when it resumes from a
+            checkpoint).
         last_decision: the :class:`StopDecision` of the latest validation (None before).
         stopped_epoch: the epoch after which it stopped the run (None: it did not).
 
@@ -121,17 +128,19 @@ class PFNEarlyStopping(L.Callback):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if min_epochs > max_epochs:
             raise ValueError(f"min_epochs={min_epochs} exceeds max_epochs={max_epochs}")
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        if not _is_number(threshold) or not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
-        if reference is not None and not math.isfinite(reference):
+        if reference is not None and not (_is_number(reference) and math.isfinite(reference)):
             raise ValueError(f"reference must be a finite number or None, got {reference!r}")
         if surrogate is not None and not isinstance(surrogate, Surrogate):
             raise ValueError(f"surrogate must be a Surrogate or None, got {type(surrogate)!r}")
         for name, bound in (("lower_bound", lower_bound), ("upper_bound", upper_bound)):
-            if bound is not None and math.isnan(bound):
+            if bound is not None and not (_is_number(bound) and not math.isnan(bound)):
                 raise ValueError(f"{name} must be a number or None, got {bound!r}")
+        if lower_bound is not None and upper_bound is not None and not lower_bound < upper_bound:
+            raise ValueError(
+                f"lower_bound must be smaller than upper_bound, got {lower_bound}, {upper_bound}"
+            )
         self.monitor, self.mode, self.max_epochs = monitor, mode, max_epochs
         self.history = [self._check_run(i, run) for i, run in enumerate(history)]
         self.reference = None if reference is None else float(reference)
@@ -141,6 +150,16 @@ class PFNEarlyStopping(L.Callback):
         self.values: list[float] = []
         self.last_decision: StopDecision | None = None
         self.stopped_epoch: int | None = None
+        self._validated = False  # a value was recorded since the last decision
+
+    @property
+    def state_key(self) -> str:
+        """Tells instances apart in a checkpoint (several may watch other metrics)."""
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
+    @property
+    def _worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
 
     def _check_run(self, index: int, run: Sequence[float]) -> np.ndarray:
         values = np.asarray(run, dtype=np.float64).reshape(-1)
@@ -163,34 +182,63 @@ class PFNEarlyStopping(L.Callback):
         ``history`` (those with ``max_epochs`` values, the last one finite); None: none yet."""
         if self.reference is not None:
             return self.reference
-        finals = [
-            float(v[-1]) for v in self.history if v.size == self.max_epochs and np.isfinite(v[-1])
-        ]
+        finals = []
+        for v in self.history:
+            finite = v[np.isfinite(v)]
+            if v.size == self.max_epochs and finite.size:
+                finals.append(float(finite[-1]))
         if not finals:
             return None
         return min(finals) if self.mode == "min" else max(finals)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """A fit starts: check the trainer's epochs and start a new curve (a checkpoint being
+        resumed restores its own afterwards)."""
+        if stage != TrainerFn.FITTING:
+            return
+        epochs = trainer.max_epochs
+        if epochs is not None and epochs > self.max_epochs:
+            raise ValueError(
+                f"the trainer runs up to {epochs} epochs, the callback's max_epochs is "
+                f"{self.max_epochs}: give both the same"
+            )
+        self.values, self.stopped_epoch, self.last_decision = [], None, None
+        self._validated = False
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Record this epoch's value, decide, and stop the trainer if the run is hopeless."""
-        if trainer.sanity_checking:
+        """Record this validation's value as the epoch's (the epoch's last one counts)."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         if self.monitor not in trainer.callback_metrics:
             logged = sorted(trainer.callback_metrics)
             raise ValueError(
-                f"PFNEarlyStopping monitors {self.monitor!r}, which is not logged; logged: "
-                f"{logged}"
+                f"PFNEarlyStopping monitors {self.monitor!r}, which is not logged; logged: {logged}"
             )
         epoch = trainer.current_epoch + 1
         value = float(trainer.callback_metrics[self.monitor])
-        if len(self.values) < epoch:
-            self.values += [math.nan] * (epoch - len(self.values))
-        self.values[epoch - 1] = value  # the epoch's last validation counts
+        self._pad(epoch)
+        self.values[epoch - 1] = value if math.isfinite(value) else self._worst
+        self._validated = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Decide on the epoch's value, once per validated epoch, and stop a hopeless run."""
+        if not self._validated:
+            return
+        self._validated = False
+        epoch = trainer.current_epoch + 1
         decision = self.decide(epoch)
         self.last_decision = decision
-        stop = trainer.strategy.reduce_boolean_decision(decision.stop, all=False)
-        if stop:
+        if trainer.strategy.reduce_boolean_decision(decision.stop, all=False):
             trainer.should_stop = True
             self.stopped_epoch = epoch
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """One value per epoch trained: the epochs after the last validation are gaps."""
+        self._pad(trainer.current_epoch)
+
+    def _pad(self, epochs: int) -> None:
+        if len(self.values) < epochs:
+            self.values += [math.nan] * (epochs - len(self.values))
 
     def decide(self, epoch: int) -> StopDecision:
         """The decision after ``epoch`` (from 1) given :attr:`values`; see the module docstring.
@@ -200,7 +248,8 @@ class PFNEarlyStopping(L.Callback):
         """
         if not 1 <= epoch <= self.max_epochs:
             raise ValueError(f"epoch {epoch} is outside 1 .. max_epochs={self.max_epochs}")
-        own = np.asarray(self.values[:epoch], dtype=np.float64)
+        own = np.full(epoch, np.nan)
+        own[: min(epoch, len(self.values))] = self.values[:epoch]
         steps = np.flatnonzero(~np.isnan(own)) + 1  # (n,) epochs with a value
         best = self.best_reference()
 
@@ -223,7 +272,10 @@ class PFNEarlyStopping(L.Callback):
             last_step=epoch,
             max_step=self.max_epochs,
             higher_is_better=self.mode == "max",
-            scale_runs=[own[steps - 1]] + [v for _, v in others],
+            # a reference given is scaled with the runs (a run may have no finite value yet)
+            scale_runs=[own[steps - 1]]
+            + [v for _, v in others]
+            + ([np.array([best])] if self.reference is not None else []),
             lower_bound=self.lower_bound,
             upper_bound=self.upper_bound,
         )
@@ -238,3 +290,7 @@ class PFNEarlyStopping(L.Callback):
         """Restore :meth:`state_dict`'s curve and stop."""
         self.values = [float(v) for v in state_dict["values"]]
         self.stopped_epoch = state_dict["stopped_epoch"]
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)

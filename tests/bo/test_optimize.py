@@ -215,7 +215,7 @@ def test_a_time_limit_stops_starting_trials_and_a_later_call_goes_on(
     assert second.stopped_by_time and second.steps_spent == 4 + 3 == len(calls)
     assert second.history[:4] == first.history
     monkeypatch.setattr(optimize_module, "time", _Clock())
-    rest = optimize(make_objective(calls), SPACE, **settings, time_limit_s=1e6)
+    rest = optimize(make_objective(calls), SPACE, **settings, time_limit_s=np.float32(1e6))
     assert not rest.stopped_by_time and rest.steps_spent == 30 == len(calls)
 
 

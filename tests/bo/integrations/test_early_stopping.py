@@ -53,11 +53,27 @@ class Linear(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def _fit(module: L.LightningModule, callback: L.Callback, epochs: int = 6) -> None:
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[callback], accelerator="cpu", devices=1,
-                        enable_checkpointing=False, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)  # fmt: skip
+class Scripted(Linear):
+    """Logs ``script[epoch]`` as ``val_loss`` (the network still trains)."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__()
+        self.script = script
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", float(self.script[self.current_epoch]))
+
+
+def _trainer(callbacks: list, epochs: int = 6, **kwargs) -> L.Trainer:
+    settings = dict(accelerator="cpu", devices=1, enable_checkpointing=False, logger=False,
+                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    return L.Trainer(max_epochs=epochs, callbacks=callbacks, **{**settings, **kwargs})
+
+
+def _fit(module: L.LightningModule, callback: L.Callback, epochs: int = 6, **kwargs) -> L.Trainer:
+    trainer = _trainer([callback], epochs, **kwargs)
     trainer.fit(module, TRAIN, VAL)
+    return trainer
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +145,72 @@ def test_a_missing_metric_names_the_logged_ones(tiny):
         _fit(Linear(), stopper, epochs=3)
 
 
+def test_it_acts_while_fitting_only_and_once_per_epoch(tiny):
+    hopeless = dict(reference=-1.0, surrogate=tiny, lower_bound=0.0)
+    stopper = PFNEarlyStopping("val_loss", max_epochs=6, min_epochs=2, **hopeless)
+    module = Linear()
+    trainer = _fit(module, stopper)
+    trainer.validate(module, VAL, verbose=False)  # after the fit: no new value, no new stop
+    assert stopper.values == pytest.approx(stopper.values[:2]) and len(stopper.values) == 2
+    assert stopper.stopped_epoch == 2
+    # validating 2 times an epoch: the stop waits for the epoch's end (2 batches an epoch)
+    often = PFNEarlyStopping("val_loss", max_epochs=6, **hopeless)
+    trainer = _fit(Linear(), often, val_check_interval=0.5)
+    assert often.stopped_epoch == 1 and trainer.global_step == 2 and len(often.values) == 1
+
+
+def test_epochs_without_validation_are_gaps_and_a_full_run_is_finished(tiny):
+    stopper = PFNEarlyStopping("val_loss", max_epochs=5, reference=1e9, surrogate=tiny)
+    _fit(Linear(), stopper, epochs=5, check_val_every_n_epoch=2)
+    assert len(stopper.values) == 5 and stopper.stopped_epoch is None
+    assert [math.isnan(v) for v in stopper.values] == [True, False, True, False, True]
+    after = PFNEarlyStopping("val_loss", max_epochs=5, history=[stopper.values], surrogate=tiny)
+    assert after.best_reference() == stopper.values[3]  # its last validated value
+    # a second fit with the same instance starts a new curve
+    _fit(Linear(), stopper, epochs=3)
+    assert len(stopper.values) == 3
+
+
+def test_diverged_values_count_as_the_worst(tiny):
+    stopper = PFNEarlyStopping("val_loss", max_epochs=6, reference=1.0, min_epochs=2,
+                               surrogate=tiny, lower_bound=0.0)  # fmt: skip
+    _fit(Scripted([2.0, math.inf, math.nan, 1.0, 1.0, 1.0]), stopper)
+    assert stopper.values[:3] == [2.0, math.inf, math.inf]
+    # no finite value at all: the reference is scaled with the run, and the network is asked
+    alone = PFNEarlyStopping("val_loss", max_epochs=6, reference=1.0, surrogate=tiny)
+    _fit(Scripted([math.nan] * 6), alone)
+    assert alone.values[0] == math.inf and alone.last_decision.reason in ("forecast", "last_epoch")
+    assert alone.last_decision.reference == 1.0
+
+
+def test_two_instances_checkpoint_and_resume_their_curves(tiny, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def callbacks() -> list:
+        return [
+            PFNEarlyStopping("val_loss", max_epochs=6, reference=1e9, surrogate=tiny),
+            PFNEarlyStopping("val_loss", max_epochs=6, mode="max", reference=-1e9, surrogate=tiny),
+            ModelCheckpoint(dirpath=tmp_path, save_last=True),
+        ]
+
+    first = callbacks()
+    _trainer(first, epochs=3, enable_checkpointing=True).fit(Linear(), TRAIN, VAL)
+    assert first[0].values == first[1].values and len(first[0].values) == 3
+    second = callbacks()
+    trainer = _trainer(second, epochs=6, enable_checkpointing=True)
+    trainer.fit(Linear(), TRAIN, VAL, ckpt_path=tmp_path / "last.ckpt")
+    assert second[0].values[:3] == first[0].values and len(second[0].values) == 6
+    assert second[1].values == second[0].values
+
+
+def test_a_trainer_longer_than_the_curve_is_refused_before_training(tiny):
+    stopper = PFNEarlyStopping("val_loss", max_epochs=4, reference=1.0, surrogate=tiny)
+    module = Linear()
+    with pytest.raises(ValueError, match="runs up to 6 epochs"):
+        _fit(module, stopper, epochs=6)
+    assert module.epochs == 0
+
+
 def test_the_curve_survives_a_checkpoint():
     a = PFNEarlyStopping("val_loss", max_epochs=5, reference=0.1)
     a.values, a.stopped_epoch = [3.0, math.nan, 2.0], 3
@@ -150,12 +232,20 @@ def test_the_curve_survives_a_checkpoint():
         (dict(history=[[1.0] * 6]), "more than max_epochs"),
         (dict(surrogate="default"), "surrogate"),
         (dict(lower_bound=math.nan), "lower_bound"),
+        (dict(lower_bound="0"), "lower_bound"),
+        (dict(lower_bound=1.0, upper_bound=1.0), "smaller than"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
     args = {"monitor": "val_loss", "max_epochs": 5, **kwargs}
     with pytest.raises(ValueError, match=match):
         PFNEarlyStopping(args.pop("monitor"), **args)
+
+
+def test_numpy_numbers_are_arguments_too():
+    stopper = PFNEarlyStopping("val_loss", max_epochs=5, threshold=np.float32(0.1),
+                               reference=np.float64(0.5), lower_bound=np.int64(0))  # fmt: skip
+    assert stopper.threshold == pytest.approx(0.1) and stopper.best_reference() == 0.5
 
 
 def test_beat_probabilities_read_the_direction(tiny):
