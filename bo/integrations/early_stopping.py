@@ -178,8 +178,8 @@ class PFNEarlyStopping(L.Callback):
         return self._surrogate
 
     def best_reference(self) -> float | None:
-        """The value to beat: ``reference``, else the best last value of the finished runs of
-        ``history`` (those with ``max_epochs`` values, the last one finite); None: none yet."""
+        """The value to beat: ``reference``, else the best final value of the finished runs of
+        ``history`` (those of ``max_epochs`` epochs; their last finite value); None: none yet."""
         if self.reference is not None:
             return self.reference
         finals = []
@@ -197,7 +197,7 @@ class PFNEarlyStopping(L.Callback):
         if stage != TrainerFn.FITTING:
             return
         epochs = trainer.max_epochs
-        if epochs is not None and epochs > self.max_epochs:
+        if epochs is None or epochs < 0 or epochs > self.max_epochs:  # -1: no end
             raise ValueError(
                 f"the trainer runs up to {epochs} epochs, the callback's max_epochs is "
                 f"{self.max_epochs}: give both the same"

@@ -208,6 +208,8 @@ def test_a_trainer_longer_than_the_curve_is_refused_before_training(tiny):
     module = Linear()
     with pytest.raises(ValueError, match="runs up to 6 epochs"):
         _fit(module, stopper, epochs=6)
+    with pytest.raises(ValueError, match="runs up to -1 epochs"):  # no end
+        _fit(module, stopper, epochs=-1)
     assert module.epochs == 0
 
 
