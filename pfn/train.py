@@ -360,7 +360,6 @@ class _Export(L.Callback):
         self, path: Path, config: TrainConfig, every: int, plan: TimePlan | None = None
     ) -> None:
         self.path, self.config, self.every, self.plan = path, config, every, plan
-        self.stopped_at_deadline = False  # set by pretrain before the final export
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PFNModule, *args) -> None:
@@ -368,7 +367,13 @@ class _Export(L.Callback):
             self.export(module, trainer, val_ll=None, wall_time_s=time.perf_counter() - self._start)
 
     def export(
-        self, module: PFNModule, trainer: L.Trainer, *, val_ll: dict | None, wall_time_s: float
+        self,
+        module: PFNModule,
+        trainer: L.Trainer,
+        *,
+        val_ll: dict | None,
+        wall_time_s: float,
+        stopped_at_deadline: bool = False,
     ) -> Path:
         """Save the network now; returns the ``.pt`` path."""
         steps = int(trainer.global_step)
@@ -383,7 +388,7 @@ class _Export(L.Callback):
             "val_ll_by_context_fraction": val_ll,
             # --time-budget: the budget and the measured step cost that set max_steps
             "time_plan": None if self.plan is None else asdict(self.plan),
-            "stopped_at_deadline": self.stopped_at_deadline,  # the budget ended it early
+            "stopped_at_deadline": stopped_at_deadline,  # the time budget ended it early
             # Continued training: the parent's own summary (its steps and tasks come on top).
             "init_from": None if module.parent is None else module.parent.training,
             "train_config": self.config.to_dict(),
@@ -736,9 +741,11 @@ def pretrain(
         for k, v in trainer.callback_metrics.items()
         if k.startswith("val/ll@")
     }
-    exporter.stopped_at_deadline = stopper is not None and stopper.stopped
+    stopped = stopper is not None and stopper.stopped
     if trainer.is_global_zero:  # one writer (every rank of a multi-GPU run gets here)
-        path = exporter.export(module, trainer, val_ll=val_ll, wall_time_s=wall)
+        path = exporter.export(
+            module, trainer, val_ll=val_ll, wall_time_s=wall, stopped_at_deadline=stopped
+        )
     else:
         path = checkpoint_paths(exporter.path)[0]
     trainer.strategy.barrier("pretrain.export")
@@ -749,7 +756,7 @@ def pretrain(
         val_ll=val_ll,
         max_steps=config.max_steps,
         time_plan=plan,
-        stopped_at_deadline=exporter.stopped_at_deadline,
+        stopped_at_deadline=stopped,
     )
 
 
