@@ -12,15 +12,21 @@ pruning. Printed per table and in total:
   moment they were pruned (the decisions that would have cost something).
 
 Run: ``python benchmarks/early_stopping.py --data ../shared/data/taskset_dev.h5 [--trials 100]
-[--seeds 1] [--threshold 0.05] [--min-steps 3] [--tables A,B] [--callback]``. Needs optuna
-(``pip install curvepfn[hpo]``) unless ``--callback``. Diverged (NaN) points of a recorded curve
-are reported as the worst value (+inf for a loss), since Optuna's trials report a value at every
-step.
+[--seeds 1] [--threshold 0.05] [--min-steps 3] [--tables A,B] [--callback] [--use-params]``.
+Needs optuna (``pip install curvepfn[hpo]``) unless ``--callback``. Diverged (NaN) points of a
+recorded curve are reported as the worst value (+inf for a loss), since Optuna's trials report a
+value at every step.
 
 ``--callback`` replays the same trials one after another through
 :class:`bo.integrations.early_stopping.PFNEarlyStopping`'s decision instead (the Lightning
 callback's rule, each run judged against the earlier ones, which are its ``history``), without
 Optuna or Lightning.
+
+``--use-params`` gives the surrogate every run's hyperparameters (the table's encoded
+configurations, in [0, 1]; one-hot for a categorical): Optuna trials suggest them as floats in
+[0, 1] from enqueued values (``PFNPruner(use_params=True)``), the callback gets them as
+``config`` and ``history_configs``. Without it, each curve is read with the other curves but no
+hyperparameters.
 """
 
 from __future__ import annotations
@@ -43,8 +49,10 @@ class StudyOutcome:
     n_wrong: int
 
 
-def run_study(table, rows: np.ndarray, pruner) -> StudyOutcome:
-    """Trials = ``rows`` of ``table`` in this order; ``pruner`` None runs every trial to its end."""
+def run_study(table, rows: np.ndarray, pruner, use_params: bool = False) -> StudyOutcome:
+    """Trials = ``rows`` of ``table`` in this order; ``pruner`` None runs every trial to its end.
+    ``use_params``: each trial suggests its row's encoded configuration (names ``x00``, ``x01``,
+    ... sort in the table's order, which is the order the pruner encodes them in)."""
     import optuna
 
     curves = table.curves  # (C, T)
@@ -57,6 +65,9 @@ def run_study(table, rows: np.ndarray, pruner) -> StudyOutcome:
     def objective(trial: optuna.Trial) -> float:
         nonlocal steps, wrong
         row = int(rows[trial.number])
+        if use_params:
+            for j in range(table.configs.shape[1]):
+                trial.suggest_float(f"x{j:02d}", 0.0, 1.0)
         value = worst
         for step in range(1, curves.shape[1] + 1):
             value = float(curves[row, step - 1])
@@ -79,6 +90,9 @@ def run_study(table, rows: np.ndarray, pruner) -> StudyOutcome:
         direction="maximize" if table.higher_is_better else "minimize",
         pruner=pruner if pruner is not None else optuna.pruners.NopPruner(),
     )
+    if use_params:
+        for row in rows:
+            study.enqueue_trial({f"x{j:02d}": float(x) for j, x in enumerate(table.configs[row])})
     study.optimize(objective, n_trials=len(rows), callbacks=[remember_best])
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     return StudyOutcome(steps=steps, best=best, n_pruned=pruned, n_wrong=wrong)
@@ -86,8 +100,8 @@ def run_study(table, rows: np.ndarray, pruner) -> StudyOutcome:
 
 def run_sequence(table, rows: np.ndarray, make_stopper) -> StudyOutcome:
     """The trials of :func:`run_study` one after another, each stopped by the callback
-    ``make_stopper(history)`` makes (None: never stopped); ``history`` holds the earlier runs'
-    values."""
+    ``make_stopper(history, row)`` makes (None: never stopped); ``history`` holds the earlier
+    runs' values, ``row`` is the run's row of the table."""
     curves = table.curves  # (C, T)
     sign = 1.0 if table.higher_is_better else -1.0
     worst = -math.inf if table.higher_is_better else math.inf
@@ -95,7 +109,7 @@ def run_sequence(table, rows: np.ndarray, make_stopper) -> StudyOutcome:
     steps = wrong = pruned = 0
     best = worst
     for row in rows:
-        stopper = None if make_stopper is None else make_stopper(history)
+        stopper = None if make_stopper is None else make_stopper(history, row)
         values: list[float] = []
         for step in range(1, curves.shape[1] + 1):
             value = float(curves[row, step - 1])
@@ -130,6 +144,11 @@ def main() -> None:
         action="store_true",
         help="replay through PFNEarlyStopping's rule (the Lightning callback) instead of Optuna",
     )
+    parser.add_argument(
+        "--use-params",
+        action="store_true",
+        help="give the surrogate the runs' hyperparameters (the table's encoded configurations)",
+    )
     args = parser.parse_args()
 
     from pfn.curve_table import read_curve_tables
@@ -155,7 +174,14 @@ def main() -> None:
             if args.callback:
                 from bo.integrations.early_stopping import PFNEarlyStopping
 
-                def make_stopper(history: list[list[float]], table=table) -> PFNEarlyStopping:
+                def make_stopper(
+                    history: list[list[float]], row: int, table=table, rows=rows
+                ) -> PFNEarlyStopping:
+                    configs = table.configs  # (C, D) in [0, 1]
+                    earlier = rows[: len(history)]  # the rows of the history's runs, in order
+                    hps = {}
+                    if args.use_params:
+                        hps = {"config": configs[row], "history_configs": list(configs[earlier])}
                     return PFNEarlyStopping(
                         "value",
                         max_epochs=table.curves.shape[1],
@@ -166,6 +192,7 @@ def main() -> None:
                         surrogate=surrogate,
                         lower_bound=table.lower_bound,
                         upper_bound=table.upper_bound,
+                        **hps,
                     )
 
                 full = run_sequence(table, rows, None)
@@ -181,9 +208,9 @@ def main() -> None:
                     surrogate=surrogate,
                     lower_bound=table.lower_bound,
                     upper_bound=table.upper_bound,
-                    use_params=False,
+                    use_params=args.use_params,
                 )
-                cut = run_study(table, rows, pruner)
+                cut = run_study(table, rows, pruner, args.use_params)
             elapsed = time.perf_counter() - start
             total_full += full.steps
             total_pruned += cut.steps

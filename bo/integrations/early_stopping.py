@@ -22,6 +22,22 @@ Example (a sequence of runs; each later run is judged against the earlier ones):
         history.append(stopper.values)
         print(lr, stopper.stopped_epoch, stopper.last_decision)
 
+With hyperparameters (``config`` and ``history_configs``, encoded by a :class:`bo.space.Space`, or
+already in [0, 1]), the surrogate reads which earlier runs resemble this one, as FT-PFN does: a run
+is then judged by its own curve *and* by how runs of similar configurations ended. Give them when
+you have them; without them, short or noisy curves are read alone (README, "Early stopping").
+
+    space = Space({"lr": Float(1e-4, 1e-1, log=True)})
+    history, configs = [], []
+    for lr in (1e-3, 3e-3, 1e-2, 3e-2):
+        stopper = PFNEarlyStopping(
+            "val_loss", max_epochs=20, history=history, lower_bound=0.0,
+            space=space, config={"lr": lr}, history_configs=configs,
+        )
+        ...  # fit as above
+        history.append(stopper.values)
+        configs.append({"lr": lr})
+
 Epochs are counted from 1 (the value after the first epoch is at step 1). The callback acts
 while fitting only (not in ``trainer.validate``) and decides once per epoch, at its end, on the
 epoch's last validated value (``val_check_interval`` below 1 validates more often); an epoch
@@ -33,7 +49,7 @@ finished, and its final value is its last validated one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +58,7 @@ import numpy as np
 from lightning.pytorch.trainer.states import TrainerFn
 
 from bo.pruning import beat_probabilities
+from bo.space import Space
 from pfn.surrogate import Surrogate
 
 __all__ = ["PFNEarlyStopping", "StopDecision"]
@@ -91,6 +108,12 @@ class PFNEarlyStopping(L.Callback):
         surrogate: the network; None loads the shipped one at the first decision that needs it.
         lower_bound, upper_bound: known bounds of the metric (0 for a loss, 0 and 1 for an
             accuracy); None for an unbounded side.
+        config: this run's hyperparameters: a mapping ``space`` encodes, or without ``space``
+            a sequence of D numbers in [0, 1] (already encoded; one-hot for a categorical).
+            None: the surrogate reads no hyperparameters.
+        history_configs: the ``history`` runs' hyperparameters, one per run, in the form of
+            ``config``; needed with ``config`` whenever ``history`` is not empty.
+        space: the search space that encodes mappings (:class:`bo.space.Space`).
 
     Attributes:
         values: this run's values, epoch 1 first, one per epoch trained (NaN: not validated;
@@ -117,6 +140,9 @@ class PFNEarlyStopping(L.Callback):
         surrogate: Surrogate | None = None,
         lower_bound: float | None = None,
         upper_bound: float | None = None,
+        config: Mapping[str, Any] | Sequence[float] | None = None,
+        history_configs: Sequence[Mapping[str, Any] | Sequence[float]] | None = None,
+        space: Space | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
@@ -143,6 +169,7 @@ class PFNEarlyStopping(L.Callback):
             )
         self.monitor, self.mode, self.max_epochs = monitor, mode, max_epochs
         self.history = [self._check_run(i, run) for i, run in enumerate(history)]
+        self.configs = _encode_configs(config, history_configs, len(self.history), space)
         self.reference = None if reference is None else float(reference)
         self.threshold, self.min_epochs = float(threshold), min_epochs
         self.lower_bound, self.upper_bound = lower_bound, upper_bound
@@ -169,6 +196,14 @@ class PFNEarlyStopping(L.Callback):
                 f"{self.max_epochs}"
             )
         return values
+
+    def _check_width(self) -> None:
+        """Refuse more encoded hyperparameters than the surrogate reads (before training)."""
+        if self.configs is not None and self.configs.shape[1] > self.surrogate.config.max_hps:
+            raise ValueError(
+                f"the configurations have {self.configs.shape[1]} encoded dimensions, the "
+                f"surrogate reads at most {self.surrogate.config.max_hps}"
+            )
 
     @property
     def surrogate(self) -> Surrogate:
@@ -202,6 +237,7 @@ class PFNEarlyStopping(L.Callback):
                 f"the trainer runs up to {epochs} epochs, the callback's max_epochs is "
                 f"{self.max_epochs}: give both the same"
             )
+        self._check_width()
         self.values, self.stopped_epoch, self.last_decision = [], None, None
         self._validated = False
 
@@ -264,7 +300,12 @@ class PFNEarlyStopping(L.Callback):
         if epoch >= self.max_epochs:
             return no_forecast("last_epoch")
         others = [(np.flatnonzero(~np.isnan(v)) + 1, v[~np.isnan(v)]) for v in self.history]
-        curves = [(steps, own[steps - 1])] + [(s, v) for s, v in others if s.size]
+        read = [i for i, (s, _) in enumerate(others) if s.size]  # runs with a value: context
+        curves = [(steps, own[steps - 1])] + [others[i] for i in read]
+        configs = None
+        if self.configs is not None:
+            self._check_width()
+            configs = self.configs[[0] + [i + 1 for i in read]]  # (C, D)
         later, probabilities = beat_probabilities(
             self.surrogate,
             curves,
@@ -276,6 +317,7 @@ class PFNEarlyStopping(L.Callback):
             scale_runs=[own[steps - 1]]
             + [v for _, v in others]
             + ([np.array([best])] if self.reference is not None else []),
+            configs=configs,
             lower_bound=self.lower_bound,
             upper_bound=self.upper_bound,
         )
@@ -290,6 +332,56 @@ class PFNEarlyStopping(L.Callback):
         """Restore :meth:`state_dict`'s curve and stop."""
         self.values = [float(v) for v in state_dict["values"]]
         self.stopped_epoch = state_dict["stopped_epoch"]
+
+
+def _encode_configs(
+    config: Mapping[str, Any] | Sequence[float] | None,
+    history_configs: Sequence[Mapping[str, Any] | Sequence[float]] | None,
+    n_history: int,
+    space: Space | None,
+) -> np.ndarray | None:
+    """(1 + n_history, D) encoded configurations, this run's first; None without ``config``."""
+    if config is None:
+        if history_configs is not None or space is not None:
+            raise ValueError("history_configs and space need this run's config")
+        return None
+    if history_configs is None:
+        if n_history:
+            raise ValueError(
+                f"config needs history_configs: one configuration per history run ({n_history})"
+            )
+        history_configs = ()
+    if isinstance(history_configs, Mapping) or len(history_configs) != n_history:
+        n = "a mapping" if isinstance(history_configs, Mapping) else len(history_configs)
+        raise ValueError(
+            f"history_configs must hold one configuration per history run ({n_history}), got {n}"
+        )
+    if space is not None and not isinstance(space, Space):
+        raise ValueError(f"space must be a bo.space.Space or None, got {type(space)!r}")
+    rows = []
+    for where, item in [("config", config)] + [
+        (f"history_configs[{i}]", c) for i, c in enumerate(history_configs)
+    ]:
+        if space is not None:
+            if not isinstance(item, Mapping):
+                raise ValueError(f"{where}: with a space, give a mapping, got {type(item)!r}")
+            try:
+                rows.append(space.encode(item))
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+            continue
+        if isinstance(item, Mapping):
+            raise ValueError(f"{where} is a mapping: give space to encode it")
+        try:
+            x = np.asarray(item, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(f"{where} must be numbers in [0, 1], got {item!r}") from None
+        if x.ndim != 1 or not np.all((x >= 0.0) & (x <= 1.0)):  # NaN fails too
+            raise ValueError(f"{where} must be a flat sequence of numbers in [0, 1], got {item!r}")
+        if rows and x.size != rows[0].size:
+            raise ValueError(f"{where} has {x.size} numbers, config has {rows[0].size}")
+        rows.append(x)
+    return np.stack(rows)
 
 
 def _is_number(x: object) -> bool:

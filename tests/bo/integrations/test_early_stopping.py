@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import bo.integrations.early_stopping as early_stopping
 from bo.integrations.early_stopping import PFNEarlyStopping
 from bo.pruning import beat_probabilities
+from bo.space import Categorical, Float, Space
 from pfn.surrogate import Surrogate
 
 pytestmark = pytest.mark.filterwarnings(
@@ -242,6 +243,97 @@ def test_bad_arguments_are_named(kwargs, match):
     args = {"monitor": "val_loss", "max_epochs": 5, **kwargs}
     with pytest.raises(ValueError, match=match):
         PFNEarlyStopping(args.pop("monitor"), **args)
+
+
+def test_hyperparameters_reach_the_surrogate_in_the_curves_order(monkeypatch, tiny):
+    seen = {}
+
+    def fake(surrogate, curves, **kw):
+        seen.update(curves=curves, **kw)
+        return np.arange(kw["last_step"] + 1, kw["max_step"] + 1), np.ones(kw["max_step"] - 2)
+
+    monkeypatch.setattr(early_stopping, "beat_probabilities", fake)
+    space = Space({"lr": Float(1e-4, 1e-1, log=True), "cell": Categorical(["gru", "lstm"])})
+    configs = [
+        {"lr": 1e-4, "cell": "gru"},
+        {"lr": 1e-2, "cell": "lstm"},
+        {"lr": 1e-1, "cell": "gru"},
+    ]
+    history = [[3.0, 2.0, 1.0, 0.5], [math.nan, math.nan], [4.0, 3.0, 2.0, 1.0]]
+    kw = dict(max_epochs=4, history=history, min_epochs=1, surrogate=tiny)
+    stopper = PFNEarlyStopping("val_loss", space=space, config={"lr": 1e-3, "cell": "lstm"},
+                               history_configs=configs, **kw)  # fmt: skip
+    stopper.values = [5.0, 4.0]
+    stopper.decide(2)
+    # the run first, then the history runs with a value (run 1 has none, so its config goes too)
+    expected = space.encode_many([{"lr": 1e-3, "cell": "lstm"}, configs[0], configs[2]])
+    assert len(seen["curves"]) == 3 and np.array_equal(seen["configs"], expected)
+    encoded = PFNEarlyStopping("val_loss", config=expected[0], history_configs=space.encode_many(
+        configs), **kw)  # fmt: skip
+    encoded.values = [5.0, 4.0]
+    encoded.decide(2)
+    assert np.array_equal(seen["configs"], expected)  # already encoded: the same
+    plain = PFNEarlyStopping("val_loss", **kw)
+    plain.values = [5.0, 4.0]
+    plain.decide(2)
+    assert seen["configs"] is None
+
+
+def test_hyperparameters_tell_a_promising_run_from_a_hopeless_one():
+    # Earlier runs: those at lr near 0 ended badly, those near 1 ended well, after the same start.
+    # A new run with that same start is judged by the runs that resemble it.
+    rng = np.random.default_rng(0)
+    xs = np.linspace(0.0, 1.0, 12)
+    history, configs = [], []
+    for x in xs:
+        final = 0.9 - 0.8 * x
+        curve = final + (1.0 - final) * np.exp(-np.arange(1, 11) / 2.0)
+        history.append(list(curve + 0.005 * rng.standard_normal(10)))
+        configs.append([x])
+    surrogate = Surrogate.load()
+    start = history[0][:2]  # every run starts near 0.9 and 0.83; this one too
+
+    def decision(x: float) -> early_stopping.StopDecision:
+        stopper = PFNEarlyStopping("val_loss", max_epochs=10, history=history, lower_bound=0.0,
+                                   config=[x], history_configs=configs,
+                                   surrogate=surrogate)  # fmt: skip
+        stopper.values = list(start)
+        return stopper.decide(2)  # the reference: the best final value, ~0.1 (at x = 1)
+
+    near_good, near_bad = decision(1.0), decision(0.0)
+    assert not near_good.stop and near_bad.stop  # threshold 0.05
+    assert near_good.max_probability > 20 * near_bad.max_probability
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(history=[[1.0]], config=[0.5]), "needs history_configs"),
+        (dict(history=[[1.0]], config=[0.5], history_configs=[[0.5], [0.2]]), "one configuration"),
+        (dict(history=[[1.0]], config=[0.5], history_configs={"a": 1}), "a mapping"),
+        (dict(history_configs=[]), "need this run's config"),
+        (dict(space=Space({"a": Float(0, 1)})), "need this run's config"),
+        (dict(config={"a": 0.5}), "give space"),
+        (dict(config=[0.5], space=Space({"a": Float(0, 1)})), "give a mapping"),
+        (dict(config={"a": 2.0}, space=Space({"a": Float(0, 1)})), r"config: .*a"),
+        (dict(config=[0.5], space="a"), "space must be"),
+        (dict(config=[1.5]), r"numbers in \[0, 1\]"),
+        (dict(config=[math.nan]), r"numbers in \[0, 1\]"),
+        (dict(config=[[0.5]]), "flat"),
+        (dict(config=["x"]), r"numbers in \[0, 1\]"),
+        (dict(history=[[1.0]], config=[0.5], history_configs=[[0.5, 0.5]]), "has 2 numbers"),
+    ],
+)
+def test_bad_hyperparameters_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PFNEarlyStopping("val_loss", max_epochs=5, **kwargs)
+
+
+def test_more_hyperparameters_than_the_surrogate_reads_are_refused_before_training(tiny):
+    wide = [0.5] * (tiny.config.max_hps + 1)
+    stopper = PFNEarlyStopping("val_loss", max_epochs=6, config=wide, surrogate=tiny)
+    with pytest.raises(ValueError, match="reads at most"):
+        _fit(Linear(), stopper)
 
 
 def test_numpy_numbers_are_arguments_too():
