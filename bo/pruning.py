@@ -16,14 +16,79 @@ Shapes: ``C`` curves, ``D`` encoded hyperparameters, ``N`` context points, ``L``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from bo.space import is_number
 from pfn.scaling import MetricScaler
 from pfn.surrogate import Surrogate
 
-__all__ = ["beat_probabilities"]
+__all__ = ["RuleSettings", "beat_probabilities", "check_rule"]
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """The stop rule's checked settings (see :func:`check_rule`)."""
+
+    max_step: int  # a full run's last step (or epoch)
+    min_steps: int  # never stop with fewer measured values
+    threshold: float  # stop when no later step beats the reference with more chance than this
+    lower_bound: float | None  # known bounds of the metric; None: unbounded on that side
+    upper_bound: float | None
+
+
+def check_rule(
+    *,
+    max_step: Any,
+    min_steps: Any,
+    threshold: Any,
+    lower_bound: Any,
+    upper_bound: Any,
+    surrogate: Any,
+    names: tuple[str, str] = ("max_step", "min_steps"),
+) -> RuleSettings:
+    """Check the arguments every user of the rule takes, naming the bad one.
+
+    Integers may be NumPy integers and numbers NumPy numbers; booleans and strings are refused.
+    ``names``: what the caller calls ``max_step`` and ``min_steps`` (e.g. ``max_epochs``).
+
+    Raises:
+        ValueError: a step count is not an integer >= 1, ``min_steps`` exceeds ``max_step``, the
+            threshold is outside [0, 1), a bound is NaN or not a number, the bounds are not in
+            increasing order, or ``surrogate`` is neither a Surrogate nor None.
+    """
+    max_name, min_name = names
+    for name, value in ((max_name, max_step), (min_name, min_steps)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if min_steps > max_step:
+        raise ValueError(
+            f"{min_name}={min_steps} exceeds {max_name}={max_step}: the rule would never act"
+        )
+    if not is_number(threshold) or not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
+    for name, bound in (("lower_bound", lower_bound), ("upper_bound", upper_bound)):
+        if bound is not None and not (is_number(bound) and not math.isnan(bound)):
+            raise ValueError(f"{name} must be a number (not NaN) or None, got {bound!r}")
+    if lower_bound is not None and upper_bound is not None and not lower_bound < upper_bound:
+        raise ValueError(
+            f"lower_bound must be smaller than upper_bound, got {lower_bound}, {upper_bound}"
+        )
+    if surrogate is not None and not isinstance(surrogate, Surrogate):
+        raise ValueError(
+            f"surrogate must be a pfn.surrogate.Surrogate or None, got {type(surrogate)!r}"
+        )
+    return RuleSettings(
+        max_step=int(max_step),
+        min_steps=int(min_steps),
+        threshold=float(threshold),
+        lower_bound=None if lower_bound is None else float(lower_bound),
+        upper_bound=None if upper_bound is None else float(upper_bound),
+    )
 
 
 def beat_probabilities(

@@ -30,7 +30,7 @@ SPACE_FORMAT_VERSION = 1  # of `Space.to_dict`; bumped when the layout changes
 # --- parameters --------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """A real number, but not a bool (``True`` is an ``int`` in Python, never a sensible bound)."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
@@ -38,7 +38,7 @@ def _is_number(value: Any) -> bool:
 def _check_bounds(kind: str, low: Any, high: Any, log: bool) -> None:
     """Shared validation of `Float` and `Int` bounds; raises ValueError naming the bad argument."""
     for arg, value in (("low", low), ("high", high)):
-        if not _is_number(value):
+        if not is_number(value):
             raise ValueError(f"{kind}: {arg} must be a real number, got {value!r}")
         if not math.isfinite(value):
             raise ValueError(f"{kind}: {arg} must be finite, got {value!r}")
@@ -360,7 +360,7 @@ class Space:
             except ValueError as err:
                 raise ValueError(f"parameter {name!r}: {err}") from None
         kind = type(param).__name__
-        if not _is_number(value):
+        if not is_number(value):
             raise ValueError(
                 f"parameter {name!r} ({kind}) needs a number, got {type(value).__name__} {value!r}"
             )
@@ -522,9 +522,9 @@ class Space:
         """
         n = _check_count("n", n)
         seed = _check_seed(seed)
-        if not _is_number(scale) or not math.isfinite(scale) or scale < 0:
+        if not is_number(scale) or not math.isfinite(scale) or scale < 0:
             raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
-        if not _is_number(change_prob) or not 0 <= change_prob <= 1:
+        if not is_number(change_prob) or not 0 <= change_prob <= 1:
             raise ValueError(f"change_prob must be in [0, 1], got {change_prob!r}")
         base = self.validate(config)
         x = self.encode(base)  # (D,)

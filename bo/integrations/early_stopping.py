@@ -57,8 +57,8 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.trainer.states import TrainerFn
 
-from bo.pruning import beat_probabilities
-from bo.space import Space
+from bo.pruning import beat_probabilities, check_rule
+from bo.space import Space, is_number
 from pfn.surrogate import Surrogate
 
 __all__ = ["PFNEarlyStopping", "StopDecision"]
@@ -149,30 +149,23 @@ class PFNEarlyStopping(L.Callback):
             raise ValueError(f"monitor must be a metric's name, got {monitor!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if min_epochs > max_epochs:
-            raise ValueError(f"min_epochs={min_epochs} exceeds max_epochs={max_epochs}")
-        if not _is_number(threshold) or not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
-        if reference is not None and not (_is_number(reference) and math.isfinite(reference)):
+        rule = check_rule(
+            max_step=max_epochs,
+            min_steps=min_epochs,
+            threshold=threshold,
+            lower_bound=lower_bound,
+            upper_bound=upper_bound,
+            surrogate=surrogate,
+            names=("max_epochs", "min_epochs"),
+        )
+        if reference is not None and not (is_number(reference) and math.isfinite(reference)):
             raise ValueError(f"reference must be a finite number or None, got {reference!r}")
-        if surrogate is not None and not isinstance(surrogate, Surrogate):
-            raise ValueError(f"surrogate must be a Surrogate or None, got {type(surrogate)!r}")
-        for name, bound in (("lower_bound", lower_bound), ("upper_bound", upper_bound)):
-            if bound is not None and not (_is_number(bound) and not math.isnan(bound)):
-                raise ValueError(f"{name} must be a number or None, got {bound!r}")
-        if lower_bound is not None and upper_bound is not None and not lower_bound < upper_bound:
-            raise ValueError(
-                f"lower_bound must be smaller than upper_bound, got {lower_bound}, {upper_bound}"
-            )
-        self.monitor, self.mode, self.max_epochs = monitor, mode, max_epochs
+        self.monitor, self.mode, self.max_epochs = monitor, mode, rule.max_step
         self.history = [self._check_run(i, run) for i, run in enumerate(history)]
         self.configs = _encode_configs(config, history_configs, len(self.history), space)
         self.reference = None if reference is None else float(reference)
-        self.threshold, self.min_epochs = float(threshold), min_epochs
-        self.lower_bound, self.upper_bound = lower_bound, upper_bound
+        self.threshold, self.min_epochs = rule.threshold, rule.min_steps
+        self.lower_bound, self.upper_bound = rule.lower_bound, rule.upper_bound
         self._surrogate = surrogate
         self.values: list[float] = []
         self.last_decision: StopDecision | None = None
@@ -382,7 +375,3 @@ def _encode_configs(
             raise ValueError(f"{where} has {x.size} numbers, config has {rows[0].size}")
         rows.append(x)
     return np.stack(rows)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)

@@ -79,7 +79,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("bo.integrations.optuna needs optuna: pip install curvepfn[hpo]") from err
 
-from bo.pruning import beat_probabilities
+from bo.pruning import beat_probabilities, check_rule
 from pfn.surrogate import Surrogate
 
 __all__ = ["PFNPruner", "PruneDecision", "encode_params"]
@@ -164,24 +164,6 @@ def encode_params(
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_bound(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        bound = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or None, got {value!r}") from None
-    if math.isnan(bound):
-        raise ValueError(f"{name} must not be NaN")
-    return bound
-
-
 class PFNPruner(optuna.pruners.BasePruner):
     """Prune a trial once the PFN gives it at most ``threshold`` chance of beating the best.
 
@@ -222,31 +204,17 @@ class PFNPruner(optuna.pruners.BasePruner):
         use_other_trials: bool = True,
         use_params: bool = True,
     ) -> None:
-        self.max_step = _check_int("max_step", max_step, 1)
-        self.min_steps = _check_int("min_steps", min_steps, 1)
-        if self.min_steps > self.max_step:
-            raise ValueError(
-                f"min_steps={min_steps} exceeds max_step={max_step}: the pruner would never act"
-            )
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-            raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
-        if not 0.0 <= float(threshold) < 1.0:
-            raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
-        self.threshold = float(threshold)
-        if surrogate is not None and not isinstance(surrogate, Surrogate):
-            raise ValueError(
-                f"surrogate must be a pfn.surrogate.Surrogate or None, got {type(surrogate)!r}"
-            )
-        self.lower_bound = _check_bound("lower_bound", lower_bound)
-        self.upper_bound = _check_bound("upper_bound", upper_bound)
-        if (
-            self.lower_bound is not None
-            and self.upper_bound is not None
-            and not self.lower_bound < self.upper_bound
-        ):
-            raise ValueError(
-                f"lower_bound must be smaller than upper_bound, got {lower_bound}, {upper_bound}"
-            )
+        rule = check_rule(
+            max_step=max_step,
+            min_steps=min_steps,
+            threshold=threshold,
+            lower_bound=lower_bound,
+            upper_bound=upper_bound,
+            surrogate=surrogate,
+        )
+        self.max_step, self.min_steps = rule.max_step, rule.min_steps
+        self.threshold = rule.threshold
+        self.lower_bound, self.upper_bound = rule.lower_bound, rule.upper_bound
         for name, flag in (("use_other_trials", use_other_trials), ("use_params", use_params)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")

@@ -340,6 +340,8 @@ def test_numpy_numbers_are_arguments_too():
     stopper = PFNEarlyStopping("val_loss", max_epochs=5, threshold=np.float32(0.1),
                                reference=np.float64(0.5), lower_bound=np.int64(0))  # fmt: skip
     assert stopper.threshold == pytest.approx(0.1) and stopper.best_reference() == 0.5
+    counts = PFNEarlyStopping("val_loss", max_epochs=np.int64(5), min_epochs=np.int32(2))
+    assert (counts.max_epochs, counts.min_epochs) == (5, 2) and type(counts.max_epochs) is int
 
 
 def test_beat_probabilities_read_the_direction(tiny):

@@ -269,6 +269,7 @@ def test_probabilities_are_one_minus_cdf_of_a_direct_forecast(tiny):
         ({"max_step": 10, "min_steps": 11}, "min_steps"),
         ({"max_step": 10, "lower_bound": 1.0, "upper_bound": 1.0}, "lower_bound"),
         ({"max_step": 10, "lower_bound": float("nan")}, "lower_bound"),
+        ({"max_step": 10, "lower_bound": "0"}, "lower_bound"),
         ({"max_step": 10, "surrogate": "default"}, "surrogate"),
         ({"max_step": 10, "use_params": "yes"}, "use_params"),
     ],
