@@ -24,8 +24,10 @@ Example (a sequence of runs; each later run is judged against the earlier ones):
 
 With hyperparameters (``config`` and ``history_configs``, encoded by a :class:`bo.space.Space`, or
 already in [0, 1]), the surrogate reads which earlier runs resemble this one, as FT-PFN does: a run
-is then judged by its own curve *and* by how runs of similar configurations ended. Give them when
-you have them; without them, short or noisy curves are read alone (README, "Early stopping").
+is then judged by its own curve *and* by how runs of similar configurations ended. On TaskSet's
+recorded curves that kept the best run in 6 of 7 studies instead of 5, with 2 wrong stops instead
+of 5 (``benchmarks/early_stopping.py --callback --use-params``). On short curves like LCDB's (12-18
+points) the rule is not safe either way (README, "Evaluating on recorded curves").
 
     space = Space({"lr": Float(1e-4, 1e-1, log=True)})
     history, configs = [], []
