@@ -160,6 +160,12 @@ def main() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     surrogate = Surrogate.load(args.checkpoint)
     tables = read_curve_tables(args.data, args.tables.split(",") if args.tables else None)
+    wide = [t.name for t in tables if t.configs.shape[1] > surrogate.config.max_hps]
+    if args.use_params and wide:  # the pruner would drop them silently, the callback refuse
+        parser.error(
+            f"--use-params: tables {wide} have more encoded hyperparameters than the surrogate's "
+            f"{surrogate.config.max_hps}"
+        )
     print(
         "| table | seed | steps (no pruning) | steps (pruned) | speed-up | best (no pruning) "
         "| best (pruned) | pruned | wrong | s |"

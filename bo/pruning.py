@@ -53,15 +53,17 @@ def check_rule(
 ) -> RuleSettings:
     """Check the arguments every user of the rule takes, naming the bad one.
 
-    Integers may be NumPy integers and numbers NumPy numbers; booleans and strings are refused.
+    Integers may be NumPy integers; numbers may be NumPy numbers or 0-d arrays or tensors.
+    Booleans and strings are refused.
     ``names``: what the caller calls ``max_step`` and ``min_steps`` (e.g. ``max_epochs``).
 
     Raises:
         ValueError: a step count is not an integer >= 1, ``min_steps`` exceeds ``max_step``, the
-            threshold is outside [0, 1), a bound is NaN or not a number, the bounds are not in
+            threshold is outside [0, 1), a bound is not a finite number, the bounds are not in
             increasing order, or ``surrogate`` is neither a Surrogate nor None.
     """
     max_name, min_name = names
+    threshold, lower_bound, upper_bound = map(_scalar, (threshold, lower_bound, upper_bound))
     for name, value in ((max_name, max_step), (min_name, min_steps)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -72,8 +74,10 @@ def check_rule(
     if not is_number(threshold) or not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
     for name, bound in (("lower_bound", lower_bound), ("upper_bound", upper_bound)):
-        if bound is not None and not (is_number(bound) and not math.isnan(bound)):
-            raise ValueError(f"{name} must be a number (not NaN) or None, got {bound!r}")
+        if bound is not None and not (is_number(bound) and math.isfinite(bound)):
+            raise ValueError(
+                f"{name} must be a finite number, or None for an unbounded side, got {bound!r}"
+            )
     if lower_bound is not None and upper_bound is not None and not lower_bound < upper_bound:
         raise ValueError(
             f"lower_bound must be smaller than upper_bound, got {lower_bound}, {upper_bound}"
@@ -89,6 +93,13 @@ def check_rule(
         lower_bound=None if lower_bound is None else float(lower_bound),
         upper_bound=None if upper_bound is None else float(upper_bound),
     )
+
+
+def _scalar(x: Any) -> Any:
+    """A 0-d NumPy array or torch tensor as its Python number; anything else unchanged."""
+    if getattr(x, "ndim", None) == 0 and hasattr(x, "item") and not isinstance(x, np.generic):
+        return x.item()
+    return x
 
 
 def beat_probabilities(

@@ -27,7 +27,9 @@ already in [0, 1]), the surrogate reads which earlier runs resemble this one, as
 is then judged by its own curve *and* by how runs of similar configurations ended. On TaskSet's
 recorded curves that kept the best run in 6 of 7 studies instead of 5, with 2 wrong stops instead
 of 5 (``benchmarks/early_stopping.py --callback --use-params``). On short curves like LCDB's (12-18
-points) the rule is not safe either way (README, "Evaluating on recorded curves").
+points) the rule is not safe either way (README, "Evaluating on recorded curves")::
+
+    from bo.space import Float, Space
 
     space = Space({"lr": Float(1e-4, 1e-1, log=True)})
     history, configs = [], []
@@ -107,7 +109,8 @@ class PFNEarlyStopping(L.Callback):
         threshold: stop when no later epoch beats the reference with a probability above this,
             in [0, 1).
         min_epochs: never stop before this many values are measured.
-        surrogate: the network; None loads the shipped one at the first decision that needs it.
+        surrogate: the network; None loads the shipped one at the first decision that needs it
+            (with ``config``: when fitting starts, to check the hyperparameters' width).
         lower_bound, upper_bound: known bounds of the metric (0 for a loss, 0 and 1 for an
             accuracy); None for an unbounded side.
         config: this run's hyperparameters: a mapping ``space`` encodes, or without ``space``
@@ -124,6 +127,8 @@ class PFNEarlyStopping(L.Callback):
             checkpoint).
         last_decision: the :class:`StopDecision` of the latest validation (None before).
         stopped_epoch: the epoch after which it stopped the run (None: it did not).
+        configs: (1 + len(history), D) the encoded configurations, this run's first, in [0, 1];
+            None without ``config``.
 
     Raises:
         ValueError: an argument is out of range or of the wrong type.
@@ -346,6 +351,8 @@ def _encode_configs(
                 f"config needs history_configs: one configuration per history run ({n_history})"
             )
         history_configs = ()
+    if not isinstance(history_configs, Mapping | Sequence | np.ndarray):
+        history_configs = list(history_configs)  # an iterator or generator: read it once
     if isinstance(history_configs, Mapping) or len(history_configs) != n_history:
         n = "a mapping" if isinstance(history_configs, Mapping) else len(history_configs)
         raise ValueError(

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from bo.pruning import RuleSettings, check_rule
 
@@ -21,6 +22,8 @@ def test_good_arguments_come_back_as_plain_python_numbers():
                                 upper_bound=1.0)  # fmt: skip
     assert type(rule.max_step) is int and type(rule.threshold) is float
     assert type(rule.upper_bound) is float
+    zero_d = check_rule(**{**GOOD, "threshold": torch.tensor(0.1), "lower_bound": np.array(0.0)})
+    assert zero_d.threshold == pytest.approx(0.1) and zero_d.lower_bound == 0.0
 
 
 @pytest.mark.parametrize(
@@ -35,7 +38,12 @@ def test_good_arguments_come_back_as_plain_python_numbers():
         (dict(threshold=-0.01), "threshold"),
         (dict(threshold=False), "threshold"),
         (dict(threshold=math.nan), "threshold"),
-        (dict(lower_bound="0"), "lower_bound must be a number"),
+        (dict(lower_bound="0"), "lower_bound must be a finite number"),
+        (dict(lower_bound=True), "lower_bound"),
+        (dict(lower_bound=np.array(True)), "lower_bound"),
+        (dict(upper_bound=math.inf), "or None for an unbounded side"),
+        (dict(lower_bound=-math.inf), "lower_bound"),
+        (dict(threshold=np.array([0.1])), "threshold"),
         (dict(upper_bound=math.nan), "upper_bound"),
         (dict(lower_bound=1.0, upper_bound=1.0), "smaller than"),
         (dict(surrogate="default"), "surrogate"),
