@@ -10,6 +10,7 @@ count. The thread counts run one after the other, on a state grown by the earlie
 
     python benchmarks/ask_latency.py                    # 1000 observations, 2000 candidates
     python benchmarks/ask_latency.py --observations 4000 --candidates 4000
+    python benchmarks/ask_latency.py --checkpoint runs/small/model   # another network
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from bo.freeze_thaw import FreezeThaw, FreezeThawConfig
 from bo.journal import Journal
 from bo.space import Categorical, Float, Int, Space
+from pfn.surrogate import Surrogate
 
 SPACE = Space(
     {
@@ -41,9 +43,15 @@ MAX_STEPS = 50
 
 
 def build(
-    state_dir: str, n_obs: int, n_runs: int, n_candidates: int, single_weight: float
+    state_dir: str,
+    n_obs: int,
+    n_runs: int,
+    n_candidates: int,
+    single_weight: float,
+    surrogate: Surrogate | None = None,
 ) -> FreezeThaw:
-    """A FreezeThaw whose journal holds ``n_obs`` told steps over ``n_runs`` runs."""
+    """A FreezeThaw whose journal holds ``n_obs`` told steps over ``n_runs`` runs
+    (``surrogate`` None: the shipped one)."""
     rng = np.random.default_rng(0)
     pool = FreezeThawConfig(n_candidates=n_candidates, single_weight=single_weight)
     settings_probe = FreezeThaw(SPACE, max_steps=MAX_STEPS, minimize=True, config=pool)
@@ -65,6 +73,7 @@ def build(
         minimize=True,
         state_dir=state_dir,
         config=pool,
+        surrogate=surrogate,
     )
     return ft
 
@@ -82,9 +91,13 @@ def main() -> None:
         default=FreezeThawConfig().single_weight,
         help="FreezeThawConfig.single_weight (default: %(default)s; 0: the context view alone)",
     )
+    parser.add_argument("--checkpoint", default=None, help="surrogate (default: the shipped one)")
     args = parser.parse_args()
+    surrogate = None if args.checkpoint is None else Surrogate.load(args.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
-        ft = build(tmp, args.observations, args.runs, args.candidates, args.single_weight)
+        ft = build(
+            tmp, args.observations, args.runs, args.candidates, args.single_weight, surrogate
+        )
         n_obs = len(ft.history)
         print(
             f"ask latency: {n_obs} observations in {len(ft.configs())} runs, "
